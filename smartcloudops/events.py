@@ -1,0 +1,341 @@
+"""The event store: anomalies, remediation actions, exactly-once claims and small state.
+
+SQLAlchemy Core over any URL: SQLite under ``SMARTCLOUDOPS_HOME`` by default, PostgreSQL in
+service mode. The engine is created on first use, never at import or construction, so
+building an ``EventStore`` in a DAG file or an app factory connects to nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smartcloudops.domain import ActionRecord, ActionStatus, Anomaly, Severity, utcnow
+from smartcloudops.errors import StoreError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from smartcloudops.settings import Settings
+
+
+def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
+    import sqlalchemy as sa
+
+    ts = sa.DateTime(timezone=True)
+    return {
+        "anomalies": sa.Table(
+            "anomalies", metadata,
+            sa.Column("anomaly_id", sa.String(64), primary_key=True),
+            sa.Column("host", sa.String(128), nullable=False, index=True),
+            sa.Column("timestamp", ts, nullable=False, index=True),
+            sa.Column("score", sa.Float, nullable=False),
+            sa.Column("severity", sa.Integer, nullable=False),
+            sa.Column("model_version", sa.String(64), nullable=False),
+            sa.Column("contributions", sa.Text, nullable=False),
+            sa.Column("metrics", sa.Text, nullable=False),
+        ),
+        "actions": sa.Table(
+            "actions", metadata,
+            sa.Column("action_id", sa.String(64), primary_key=True),
+            sa.Column("timestamp", ts, nullable=False, index=True),
+            sa.Column("action", sa.String(64), nullable=False),
+            sa.Column("instance", sa.String(128), nullable=False, index=True),
+            sa.Column("result", sa.String(32), nullable=False, index=True),
+            sa.Column("rule", sa.String(128), nullable=False),
+            sa.Column("dry_run", sa.Boolean, nullable=False),
+            sa.Column("anomaly_id", sa.String(64)),
+            sa.Column("approved_by", sa.String(128)),
+            sa.Column("duration_ms", sa.Float, nullable=False),
+            sa.Column("params", sa.Text, nullable=False),
+            sa.Column("detail", sa.Text, nullable=False),
+        ),
+        "claims": sa.Table(
+            "claims", metadata,
+            sa.Column("key", sa.String(256), primary_key=True),
+            sa.Column("owner", sa.String(128), nullable=False),
+            sa.Column("expires_at", ts),
+        ),
+        "state": sa.Table(
+            "state", metadata,
+            sa.Column("key", sa.String(256), primary_key=True),
+            sa.Column("value", sa.Text, nullable=False),
+        ),
+    }
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite drops tzinfo on the way back; everything we store is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class EventStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: sa.Engine | None = None
+        self._tables: dict[str, sa.Table] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventStore:
+        return cls(settings.resolved_event_store_url)
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            import sqlalchemy as sa
+
+            if self.url.startswith("sqlite:///"):
+                Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+                # WAL lets the sensor write while ChatOps reads; busy_timeout waits out locks.
+                engine = sa.create_engine(self.url, connect_args={"timeout": 30})
+
+                @sa.event.listens_for(engine, "connect")
+                def _pragmas(conn: Any, _record: Any) -> None:
+                    cur = conn.cursor()
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    cur.execute("PRAGMA synchronous=NORMAL")
+                    cur.close()
+            else:
+                engine = sa.create_engine(self.url, pool_pre_ping=True)
+            metadata = sa.MetaData()
+            self._tables = _tables(metadata)
+            try:
+                metadata.create_all(engine)
+            except sa.exc.SQLAlchemyError as exc:
+                raise StoreError(f"event store {self._safe_url()} is unavailable: {exc}") from exc
+            self._engine = engine
+        return self._engine
+
+    def _safe_url(self) -> str:
+        # Never print a password that might be in the URL.
+        head, sep, tail = self.url.partition("@")
+        return f"{head.split('://')[0]}://***@{tail}" if sep else self.url
+
+    def _t(self, name: str) -> sa.Table:
+        self.engine  # noqa: B018 - creates the tables on first use
+        return self._tables[name]
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    # -- anomalies -----------------------------------------------------------------------
+
+    def record_anomalies(self, anomalies: Iterable[Anomaly]) -> int:
+        import sqlalchemy as sa
+
+        rows = [
+            {
+                "anomaly_id": a.anomaly_id,
+                "host": a.host,
+                "timestamp": a.timestamp,
+                "score": float(a.score),
+                "severity": int(a.severity),
+                "model_version": a.model_version,
+                "contributions": json.dumps(a.contributions),
+                "metrics": json.dumps(a.metrics),
+            }
+            for a in anomalies
+        ]
+        if not rows:
+            return 0
+        table = self._t("anomalies")
+        with self._begin() as conn:
+            known = set(conn.scalars(sa.select(table.c.anomaly_id).where(table.c.anomaly_id.in_([r["anomaly_id"] for r in rows]))))
+            fresh = [r for r in rows if r["anomaly_id"] not in known]
+            if fresh:
+                conn.execute(table.insert(), fresh)
+        return len(fresh)
+
+    def recent_anomalies(self, limit: int = 10, since: datetime | None = None, host: str | None = None) -> list[Anomaly]:
+        import sqlalchemy as sa
+
+        table = self._t("anomalies")
+        query = sa.select(table).order_by(table.c.timestamp.desc()).limit(max(0, limit))
+        if since is not None:
+            query = query.where(table.c.timestamp >= since)
+        if host is not None:
+            query = query.where(table.c.host == host)
+        with self._connect() as conn:
+            return [self._anomaly(row._mapping) for row in conn.execute(query)]
+
+    def get_anomaly(self, anomaly_id: str) -> Anomaly | None:
+        import sqlalchemy as sa
+
+        table = self._t("anomalies")
+        with self._connect() as conn:
+            row = conn.execute(sa.select(table).where(table.c.anomaly_id == anomaly_id)).first()
+        return self._anomaly(row._mapping) if row else None
+
+    @staticmethod
+    def _anomaly(row: Any) -> Anomaly:
+        return Anomaly(
+            host=row["host"],
+            timestamp=_aware(row["timestamp"]),
+            score=row["score"],
+            severity=Severity(row["severity"]),
+            model_version=row["model_version"],
+            contributions=json.loads(row["contributions"]),
+            metrics=json.loads(row["metrics"]),
+            anomaly_id=row["anomaly_id"],
+        )
+
+    # -- actions -------------------------------------------------------------------------
+
+    def record_action(self, record: ActionRecord) -> None:
+        import sqlalchemy as sa
+
+        table = self._t("actions")
+        row = {
+            "action_id": record.action_id,
+            "timestamp": record.timestamp,
+            "action": record.action,
+            "instance": record.instance,
+            "result": record.result.value,
+            "rule": record.rule,
+            "dry_run": record.dry_run,
+            "anomaly_id": record.anomaly_id,
+            "approved_by": record.approved_by,
+            "duration_ms": record.duration_ms,
+            "params": json.dumps(record.params, default=str),
+            "detail": record.detail,
+        }
+        with self._begin() as conn:
+            conn.execute(sa.delete(table).where(table.c.action_id == record.action_id))
+            conn.execute(table.insert(), [row])
+
+    def actions(
+        self,
+        limit: int = 20,
+        since: datetime | None = None,
+        instance: str | None = None,
+        status: ActionStatus | None = None,
+    ) -> list[ActionRecord]:
+        import sqlalchemy as sa
+
+        table = self._t("actions")
+        query = sa.select(table).order_by(table.c.timestamp.desc()).limit(max(0, limit))
+        if since is not None:
+            query = query.where(table.c.timestamp >= since)
+        if instance is not None:
+            query = query.where(table.c.instance == instance)
+        if status is not None:
+            query = query.where(table.c.result == status.value)
+        with self._connect() as conn:
+            return [self._action(row._mapping) for row in conn.execute(query)]
+
+    def get_action(self, action_id: str) -> ActionRecord | None:
+        import sqlalchemy as sa
+
+        table = self._t("actions")
+        with self._connect() as conn:
+            row = conn.execute(sa.select(table).where(table.c.action_id == action_id)).first()
+        return self._action(row._mapping) if row else None
+
+    @staticmethod
+    def _action(row: Any) -> ActionRecord:
+        return ActionRecord(
+            action=row["action"],
+            instance=row["instance"],
+            result=ActionStatus(row["result"]),
+            rule=row["rule"],
+            dry_run=bool(row["dry_run"]),
+            timestamp=_aware(row["timestamp"]),
+            action_id=row["action_id"],
+            anomaly_id=row["anomaly_id"],
+            approved_by=row["approved_by"],
+            duration_ms=row["duration_ms"],
+            params=json.loads(row["params"]),
+            detail=row["detail"],
+        )
+
+    # -- exactly-once claims -------------------------------------------------------------
+
+    def claim(self, key: str, owner: str, ttl_seconds: float | None = None) -> bool:
+        """Take ``key`` if nobody holds it (or the holder's claim expired). Atomic.
+
+        The primary key makes the insert the arbiter: two processes racing for the same
+        incident both try to insert, exactly one succeeds.
+        """
+        import sqlalchemy as sa
+
+        table = self._t("claims")
+        now = utcnow()
+        expires = now + timedelta(seconds=ttl_seconds) if ttl_seconds else None
+        with self._begin() as conn:
+            conn.execute(sa.delete(table).where(table.c.key == key, table.c.expires_at.is_not(None), table.c.expires_at < now))
+        try:
+            with self._begin() as conn:
+                conn.execute(table.insert(), [{"key": key, "owner": owner, "expires_at": expires}])
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def release(self, key: str) -> None:
+        import sqlalchemy as sa
+
+        table = self._t("claims")
+        with self._begin() as conn:
+            conn.execute(sa.delete(table).where(table.c.key == key))
+
+    # -- small JSON state ----------------------------------------------------------------
+
+    def put_state(self, key: str, value: dict[str, Any]) -> None:
+        import sqlalchemy as sa
+
+        table = self._t("state")
+        with self._begin() as conn:
+            conn.execute(sa.delete(table).where(table.c.key == key))
+            conn.execute(table.insert(), [{"key": key, "value": json.dumps(value, default=str)}])
+
+    def get_state(self, key: str) -> dict[str, Any] | None:
+        import sqlalchemy as sa
+
+        table = self._t("state")
+        with self._connect() as conn:
+            raw = conn.scalar(sa.select(table.c.value).where(table.c.key == key))
+        return json.loads(raw) if raw is not None else None
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _begin(self) -> Any:
+        return _Translated(lambda: self.engine.begin(), self._safe_url())
+
+    def _connect(self) -> Any:
+        return _Translated(lambda: self.engine.connect(), self._safe_url())
+
+
+class _Translated:
+    """Context manager that turns SQLAlchemy errors (except integrity) into StoreError."""
+
+    def __init__(self, opener: Any, where: str) -> None:
+        self._opener = opener
+        self._where = where
+        self._cm: Any = None
+
+    def __enter__(self) -> Any:
+        import sqlalchemy as sa
+
+        try:
+            self._cm = self._opener()
+            return self._cm.__enter__()
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"event store {self._where}: {exc}") from exc
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        import sqlalchemy as sa
+
+        try:
+            suppressed = bool(self._cm.__exit__(*exc_info))
+        except sa.exc.IntegrityError:
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"event store {self._where}: {exc}") from exc
+        error = exc_info[1]
+        if isinstance(error, sa.exc.SQLAlchemyError) and not isinstance(error, sa.exc.IntegrityError):
+            raise StoreError(f"event store {self._where}: {error}") from error
+        return suppressed

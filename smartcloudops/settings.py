@@ -1,0 +1,137 @@
+"""Typed settings, read once from ``SMARTCLOUDOPS_*`` environment variables.
+
+Every component asks :func:`get_settings` instead of reading ``os.environ`` itself, so a
+newcomer finds every knob in this one class. Reading settings never connects to anything:
+URLs are only strings until a component opens them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SMARTCLOUDOPS_", extra="ignore")
+
+    # -- where state lives (embedded default) -------------------------------------------
+    home: Path = Field(default=Path(".smartcloudops"), description="Root of all local state.")
+
+    # -- metrics --------------------------------------------------------------------------
+    prometheus_url: str | None = Field(
+        default=None,
+        # PROMETHEUS_URL is the name operators already use; accept it unprefixed too.
+        validation_alias=AliasChoices("SMARTCLOUDOPS_PROMETHEUS_URL", "PROMETHEUS_URL"),
+        description="Prometheus base URL; unset means read the built-in fleet simulator.",
+    )
+    metrics_bucket: str | None = Field(
+        default=None, description="S3 bucket for metric partitions; unset keeps them local."
+    )
+    metrics_prefix: str = "metrics"
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Custom S3 endpoint (e.g. moto on loopback in tests)."
+    )
+    aws_region: str = "us-east-1"
+    step_seconds: int = Field(default=60, ge=1, le=3600, description="Sample resolution.")
+    http_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    # -- simulator ------------------------------------------------------------------------
+    sim_hosts: str = "web-1,web-2,app-1,db-1,db-2"
+    sim_seed: int = 7
+    sim_port: int = Field(default=9201, ge=1, le=65535, description="First per-host port.")
+
+    # -- learning -------------------------------------------------------------------------
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="Unset: SQLite under home (embedded default)."
+    )
+    mlflow_experiment: str = "smartcloudops-anomaly"
+    registered_model: str = "smartcloudops-anomaly-detector"
+    f1_gate: float = Field(default=0.85, ge=0.0, le=1.0)
+    train_days: float = Field(default=7.0, gt=0)
+
+    # -- detect / serve -------------------------------------------------------------------
+    scoring_url: str = "http://127.0.0.1:8080"
+    scoring_host: str = "127.0.0.1"
+    scoring_port: int = Field(default=8080, ge=1, le=65535)
+    model_poll_seconds: float = Field(default=10.0, gt=0)
+
+    # -- act ------------------------------------------------------------------------------
+    dry_run: bool = Field(default=True, description="Remediation only logs unless False.")
+    rules_file: Path | None = Field(default=None, description="Unset: the packaged rules.")
+    event_store_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; unset: SQLite under home."
+    )
+    audit_retention_days: int = Field(default=90, ge=1)
+
+    # -- explain --------------------------------------------------------------------------
+    chatops_host: str = "127.0.0.1"
+    chatops_port: int = Field(default=8090, ge=1, le=65535)
+    chatops_tokens: SecretStr | None = Field(
+        default=None, description="Comma-separated bearer tokens accepted by the ChatOps API."
+    )
+    llm_model: str | None = Field(default=None, description="LiteLLM model name; unset: no LLM.")
+    redis_url: str | None = None
+    slack_signing_secret: SecretStr | None = None
+
+    # -- logging --------------------------------------------------------------------------
+    log_level: str = "INFO"
+
+    @field_validator("prometheus_url", "metrics_bucket", "mlflow_tracking_uri", "redis_url")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    # -- derived paths: one place decides the layout under home --------------------------
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.log_dir / "remediation"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def simulator_dir(self) -> Path:
+        return self.home / "simulator"
+
+    @property
+    def labels_file(self) -> Path:
+        return self.simulator_dir / "labels.json"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.home / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return (self.home / "mlflow" / "artifacts").resolve()
+
+    @property
+    def resolved_event_store_url(self) -> str:
+        if self.event_store_url:
+            return self.event_store_url
+        return f"sqlite:///{(self.home / 'events.db').resolve()}"
+
+    @property
+    def host_list(self) -> list[str]:
+        return [h.strip() for h in self.sim_hosts.split(",") if h.strip()]
+
+    def chatops_token_list(self) -> list[str]:
+        if self.chatops_tokens is None:
+            return []
+        return [t.strip() for t in self.chatops_tokens.get_secret_value().split(",") if t.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings. Tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()
