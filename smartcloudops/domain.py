@@ -16,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from smartcloudops.errors import InputError
+
 #: Canonical metric names, in the order wide frames keep their columns.
 CANONICAL_METRICS: tuple[str, ...] = ("cpu", "memory", "disk", "load", "network_in", "network_out")
 
@@ -112,6 +114,8 @@ class ActionRecord:
     duration_ms: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
     detail: str = ""
+    #: None until the engine re-checked the condition after the action.
+    verified: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -131,13 +135,27 @@ def empty_long_frame() -> pd.DataFrame:
     )
 
 
+def _to_utc_timestamps(column: pd.Series) -> pd.Series:
+    try:
+        parsed = pd.to_datetime(column, utc=True)
+    except (ValueError, TypeError):
+        # pandas infers one format from the first string; rows that write ISO 8601 a little
+        # differently ("...T...Z" beside "... ...") then fail. Each is still ISO 8601.
+        try:
+            parsed = pd.to_datetime(column, utc=True, format="ISO8601")
+        except (ValueError, TypeError) as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(f"metric frame has an unreadable timestamp: {first_line}") from exc
+    return parsed.astype("datetime64[ns, UTC]")
+
+
 def normalize_long(frame: pd.DataFrame) -> pd.DataFrame:
     """Coerce a long frame to the contract's dtypes and order; raise naming what is wrong."""
     missing = [c for c in LONG_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"metric frame is missing columns: {', '.join(missing)}")
     out = frame.loc[:, list(LONG_COLUMNS)].copy()
-    out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True).astype("datetime64[ns, UTC]")
+    out["timestamp"] = _to_utc_timestamps(out["timestamp"])
     out["host"] = out["host"].astype(str)
     out["metric"] = out["metric"].astype(str)
     out["value"] = pd.to_numeric(out["value"], errors="coerce").astype("float64")

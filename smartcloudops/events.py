@@ -8,6 +8,7 @@ building an ``EventStore`` in a DAG file or an app factory connects to nothing.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +53,7 @@ def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
             sa.Column("duration_ms", sa.Float, nullable=False),
             sa.Column("params", sa.Text, nullable=False),
             sa.Column("detail", sa.Text, nullable=False),
+            sa.Column("verified", sa.Boolean, nullable=True),
         ),
         "claims": sa.Table(
             "claims", metadata,
@@ -69,7 +71,13 @@ def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
 
 def _aware(value: datetime) -> datetime:
     # SQLite drops tzinfo on the way back; everything we store is UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    """What we hand the database. SQLite keeps the wall-clock digits and drops the offset,
+    so a +05:00 time stored as is would come back five hours off and compare wrongly."""
+    return _aware(value)
 
 
 class EventStore:
@@ -77,6 +85,7 @@ class EventStore:
         self.url = url
         self._engine: sa.Engine | None = None
         self._tables: dict[str, sa.Table] = {}
+        self._engine_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EventStore:
@@ -85,8 +94,16 @@ class EventStore:
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            import sqlalchemy as sa
+            # Two threads touching a fresh store at once must not build two engines.
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = self._create_engine()
+        return self._engine
 
+    def _create_engine(self) -> sa.Engine:
+        import sqlalchemy as sa
+
+        try:
             if self.url.startswith("sqlite:///"):
                 Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
                 # WAL lets the sensor write while ChatOps reads; busy_timeout waits out locks.
@@ -100,14 +117,23 @@ class EventStore:
                     cur.close()
             else:
                 engine = sa.create_engine(self.url, pool_pre_ping=True)
-            metadata = sa.MetaData()
-            self._tables = _tables(metadata)
+        except (sa.exc.SQLAlchemyError, ImportError, OSError) as exc:
+            # a malformed URL, a driver that is not installed, a directory we cannot create
+            raise StoreError(f"event store URL {self._safe_url()} is unusable: {exc}") from exc
+        metadata = sa.MetaData()
+        tables = _tables(metadata)
+        try:
             try:
                 metadata.create_all(engine)
-            except sa.exc.SQLAlchemyError as exc:
-                raise StoreError(f"event store {self._safe_url()} is unavailable: {exc}") from exc
-            self._engine = engine
-        return self._engine
+            except (sa.exc.IntegrityError, sa.exc.OperationalError, sa.exc.ProgrammingError):
+                # Another process created the tables between our check and our CREATE
+                # ("already exists", or PostgreSQL's duplicate pg_type row): check again.
+                metadata.create_all(engine)
+        except sa.exc.SQLAlchemyError as exc:
+            engine.dispose()
+            raise StoreError(f"event store {self._safe_url()} is unavailable: {exc}") from exc
+        self._tables = tables
+        return engine
 
     def _safe_url(self) -> str:
         # Never print a password that might be in the URL.
@@ -132,7 +158,7 @@ class EventStore:
             {
                 "anomaly_id": a.anomaly_id,
                 "host": a.host,
-                "timestamp": a.timestamp,
+                "timestamp": _utc(a.timestamp),
                 "score": float(a.score),
                 "severity": int(a.severity),
                 "model_version": a.model_version,
@@ -144,20 +170,32 @@ class EventStore:
         if not rows:
             return 0
         table = self._t("anomalies")
-        with self._begin() as conn:
-            known = set(conn.scalars(sa.select(table.c.anomaly_id).where(table.c.anomaly_id.in_([r["anomaly_id"] for r in rows]))))
-            fresh = [r for r in rows if r["anomaly_id"] not in known]
-            if fresh:
-                conn.execute(table.insert(), fresh)
-        return len(fresh)
+        ids = [r["anomaly_id"] for r in rows]
+        known_ids = sa.select(table.c.anomaly_id).where(table.c.anomaly_id.in_(ids))
+        attempts = 2
+        while True:
+            try:
+                with self._begin() as conn:
+                    known = set(conn.scalars(known_ids))
+                    fresh = [r for r in rows if r["anomaly_id"] not in known]
+                    if fresh:
+                        conn.execute(table.insert(), fresh)
+                return len(fresh)
+            except sa.exc.IntegrityError as exc:
+                # A concurrent writer inserted one of these ids after our read: read again.
+                attempts -= 1
+                if not attempts:
+                    raise StoreError(f"event store {self._safe_url()}: {exc}") from exc
 
-    def recent_anomalies(self, limit: int = 10, since: datetime | None = None, host: str | None = None) -> list[Anomaly]:
+    def recent_anomalies(
+        self, limit: int = 10, since: datetime | None = None, host: str | None = None
+    ) -> list[Anomaly]:
         import sqlalchemy as sa
 
         table = self._t("anomalies")
         query = sa.select(table).order_by(table.c.timestamp.desc()).limit(max(0, limit))
         if since is not None:
-            query = query.where(table.c.timestamp >= since)
+            query = query.where(table.c.timestamp >= _utc(since))
         if host is not None:
             query = query.where(table.c.host == host)
         with self._connect() as conn:
@@ -192,7 +230,7 @@ class EventStore:
         table = self._t("actions")
         row = {
             "action_id": record.action_id,
-            "timestamp": record.timestamp,
+            "timestamp": _utc(record.timestamp),
             "action": record.action,
             "instance": record.instance,
             "result": record.result.value,
@@ -203,6 +241,7 @@ class EventStore:
             "duration_ms": record.duration_ms,
             "params": json.dumps(record.params, default=str),
             "detail": record.detail,
+            "verified": record.verified,
         }
         with self._begin() as conn:
             conn.execute(sa.delete(table).where(table.c.action_id == record.action_id))
@@ -220,7 +259,7 @@ class EventStore:
         table = self._t("actions")
         query = sa.select(table).order_by(table.c.timestamp.desc()).limit(max(0, limit))
         if since is not None:
-            query = query.where(table.c.timestamp >= since)
+            query = query.where(table.c.timestamp >= _utc(since))
         if instance is not None:
             query = query.where(table.c.instance == instance)
         if status is not None:
@@ -251,6 +290,7 @@ class EventStore:
             duration_ms=row["duration_ms"],
             params=json.loads(row["params"]),
             detail=row["detail"],
+            verified=row["verified"],
         )
 
     # -- exactly-once claims -------------------------------------------------------------
@@ -265,9 +305,12 @@ class EventStore:
 
         table = self._t("claims")
         now = utcnow()
-        expires = now + timedelta(seconds=ttl_seconds) if ttl_seconds else None
+        expires = now + timedelta(seconds=ttl_seconds) if ttl_seconds is not None else None
+        expired = sa.delete(table).where(
+            table.c.key == key, table.c.expires_at.is_not(None), table.c.expires_at <= now
+        )
         with self._begin() as conn:
-            conn.execute(sa.delete(table).where(table.c.key == key, table.c.expires_at.is_not(None), table.c.expires_at < now))
+            conn.execute(expired)
         try:
             with self._begin() as conn:
                 conn.execute(table.insert(), [{"key": key, "owner": owner, "expires_at": expires}])

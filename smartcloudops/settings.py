@@ -10,8 +10,20 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from smartcloudops.errors import ConfigError
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SettingsError(ConfigError, ValueError):
+    """An environment variable holds a value the settings cannot accept.
+
+    Also a ``ValueError``, as pydantic's ValidationError was, so callers written against
+    that keep working.
+    """
 
 
 class Settings(BaseSettings):
@@ -65,6 +77,12 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; unset: SQLite under home."
     )
     audit_retention_days: int = Field(default=90, ge=1)
+    remediation_settle_seconds: float = Field(
+        default=0.0, ge=0, description="Wait before re-checking a fixed condition."
+    )
+    approval_ttl_minutes: float = Field(
+        default=30.0, gt=0, description="Pending approvals expire after this long."
+    )
 
     # -- explain --------------------------------------------------------------------------
     chatops_host: str = "127.0.0.1"
@@ -83,6 +101,15 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        # logging.setLevel("LOUD") would only fail later, with a traceback, in every process
+        level = value.strip().upper()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+        return level
 
     # -- derived paths: one place decides the layout under home --------------------------
     @property
@@ -131,7 +158,28 @@ class Settings(BaseSettings):
         return [t.strip() for t in self.chatops_tokens.get_secret_value().split(",") if t.strip()]
 
 
+def _describe(exc: ValidationError) -> str:
+    """One line per bad variable, named as the operator wrote it (never echoing secrets)."""
+    secret = {name for name, f in Settings.model_fields.items() if "SecretStr" in repr(f.annotation)}
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        name = field.upper()
+        if not name.startswith("SMARTCLOUDOPS_"):
+            name = f"SMARTCLOUDOPS_{name}"
+        shown = "" if field in secret else f" (got {error.get('input')!r})"
+        problems.append(f"{name}: {error['msg']}{shown}")
+    return "invalid settings: " + "; ".join(problems)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings. Tests call ``get_settings.cache_clear()`` after changing env."""
-    return Settings()
+    """The process's settings. Tests call ``get_settings.cache_clear()`` after changing env.
+
+    Raises:
+        SettingsError: an ``SMARTCLOUDOPS_*`` variable is malformed; the message names it.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from exc

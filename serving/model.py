@@ -1,0 +1,631 @@
+"""Model lifecycle for the scoring service: where models come from, how they are swapped.
+
+Three pieces, each replaceable on its own:
+
+- a :class:`ModelSource` says which model *should* serve (``resolve``, cheap: a registry
+  lookup) and loads it (``load``, expensive: artifacts). :class:`ChampionSource` follows the
+  registry alias ``champion``; :class:`UriSource` pins one model URI.
+- :func:`make_scorer` turns a loaded model into a :class:`Scorer`, the object requests call.
+  Today that is :class:`FleetScorer`, which hands a pandas frame to ``FleetModel.score``;
+  issue 4's compiled Isolation Forest is another ``Scorer`` built here at load time, so the
+  HTTP layer never changes.
+- :class:`ModelProvider` holds the current scorer behind one reference. A background thread
+  polls the source; a new version is loaded, probed with a test row and only then swapped in
+  with a single assignment. A request reads the reference once and keeps that object, so an
+  in-flight request finishes on the model it started with and every response names exactly
+  one version. A failed check or load keeps the old model and is reported.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from serving.schema import Batch, ScoreOutput
+from smartcloudops.domain import CANONICAL_METRICS, Severity
+from smartcloudops.errors import ModelError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from smartcloudops.settings import Settings
+
+logger = logging.getLogger("serving.model")
+
+CHAMPION_ALIAS = "champion"
+#: Longest wait before the poller retries a model version that failed to load.
+MAX_RETRY_SECONDS = 300.0
+
+
+# -- what gets loaded ----------------------------------------------------------------------
+
+
+@runtime_checkable
+class FleetModelLike(Protocol):
+    """``ml.fleet.FleetModel``'s scoring contract.
+
+    ``score`` takes a wide frame (``timestamp``, ``host``, one column per metric) and returns
+    a frame with ``score``, ``anomaly``, ``severity`` and ``contributions``, same row order.
+    """
+
+    def score(self, frame: pd.DataFrame, /) -> pd.DataFrame: ...
+
+
+class LoadedModelLike(Protocol):
+    """``ml.tracking.LoadedModel``: the model plus where it came from."""
+
+    @property
+    def model(self) -> Any: ...
+    @property
+    def version(self) -> str | int: ...
+    @property
+    def run_id(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A plain :class:`LoadedModelLike` for sources that do not go through ``ml.tracking``."""
+
+    model: Any
+    version: str | int
+    run_id: str | None = None
+    event_f1: float | None = None
+
+
+class ModelSource(Protocol):
+    def describe(self) -> str:
+        """Where models come from, for logs and /readyz (e.g. ``models:/name@champion``)."""
+        ...
+
+    def resolve(self) -> str:
+        """A key naming what ``load`` would return now; cheap, called every poll.
+
+        Raises:
+            ModelError: nothing to serve (no model registered, alias unset, registry down).
+        """
+        ...
+
+    def load(self) -> LoadedModelLike: ...
+
+
+class ChampionSource:
+    """Follows a registry alias (``champion``) through ``ml.tracking``."""
+
+    def __init__(self, tracking_uri: str, registered_model: str, alias: str = CHAMPION_ALIAS) -> None:
+        self.tracking_uri = tracking_uri
+        self.registered_model = registered_model
+        self.alias = alias
+        self._client: Any = None
+
+    def describe(self) -> str:
+        return f"models:/{self.registered_model}@{self.alias}"
+
+    def resolve(self) -> str:
+        _require_sqlite_file(self.tracking_uri)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if self._client is None:
+                # One client for the life of the source: building a client on a SQLite
+                # tracking URI re-checks the schema, far too slow to do every poll.
+                from mlflow import MlflowClient
+
+                self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            found = self._client.get_model_version_by_alias(self.registered_model, self.alias)
+        except MlflowException as exc:
+            raise ModelError(
+                f"no {self.alias!r} alias for model {self.registered_model!r} at "
+                f"{self.tracking_uri}: {exc.message}"
+            ) from exc
+        return str(found.version)
+
+    def load(self) -> LoadedModelLike:
+        from ml.tracking import load_champion
+
+        loaded: LoadedModelLike = load_champion(self.tracking_uri, self.registered_model)
+        return loaded
+
+
+class UriSource:
+    """One fixed model URI (``models:/name/3``, ``runs:/<id>/model``): loaded once.
+
+    ``models:/name@alias`` URIs are followed like :class:`ChampionSource`.
+    """
+
+    def __init__(self, model_uri: str, tracking_uri: str) -> None:
+        self.model_uri = model_uri
+        self.tracking_uri = tracking_uri
+        alias = _alias_of(model_uri)
+        self._alias_source = ChampionSource(tracking_uri, alias[0], alias[1]) if alias else None
+
+    def describe(self) -> str:
+        return self.model_uri
+
+    def resolve(self) -> str:
+        if self._alias_source is not None:
+            return self._alias_source.resolve()
+        return self.model_uri
+
+    def load(self) -> LoadedModelLike:
+        if self._alias_source is not None:
+            from ml.tracking import load_version
+
+            name, alias = self._alias_source.registered_model, self._alias_source.alias
+            loaded: LoadedModelLike = load_version(self.tracking_uri, name, alias)
+            return loaded
+        return _load_pyfunc_fleet(self.model_uri, self.tracking_uri)
+
+
+def _load_pyfunc_fleet(model_uri: str, tracking_uri: str) -> Loaded:
+    """Load any MLflow URI holding the project's pyfunc and unwrap its FleetModel.
+
+    ``ml.tracking`` loads by registry alias only; pinned URIs (``models:/name/3``,
+    ``runs:/<id>/model``) are unwrapped here the same way (``FleetPyfunc.fleet``).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from ml.fleet import FleetModel
+
+    # models:/ URIs resolve through the registry URI, which MLflow reads process-wide; this
+    # process serves from one store, so setting it is safe (ml.tracking does the same).
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        pyfunc = mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        raise ModelError(f"cannot load {model_uri} from {tracking_uri}: {exc.message}") from exc
+    fleet = getattr(pyfunc.unwrap_python_model(), "fleet", None)
+    if not isinstance(fleet, FleetModel):
+        raise ModelError(f"{model_uri} does not hold a FleetModel")
+    # The registry version when the URI names one (models:/name/3), else the URI itself:
+    # results must say exactly which model scored them.
+    name, _, version = model_uri.removeprefix("models:/").rstrip("/").rpartition("/")
+    label = version if model_uri.startswith("models:/") and name and version.isdigit() else model_uri
+    return Loaded(model=fleet, version=label, run_id=pyfunc.metadata.run_id)
+
+
+def _require_sqlite_file(tracking_uri: str) -> None:
+    """Refuse a SQLite tracking store that does not exist yet.
+
+    Opening it through MLflow would create and migrate an empty database: a side effect the
+    scoring service should not have, and a migration race with a training run starting at
+    the same time. Until training creates it there is simply no model.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    # sqlite:///rel/path.db is relative, sqlite:////abs/path.db absolute.
+    path = tracking_uri.removeprefix("sqlite:///").partition("?")[0]
+    if path and path != ":memory:" and not Path(path).exists():
+        raise ModelError(f"no MLflow database at {path} yet (train a model first)")
+
+
+def _alias_of(model_uri: str) -> tuple[str, str] | None:
+    if not model_uri.startswith("models:/"):
+        return None
+    name, sep, alias = model_uri.removeprefix("models:/").rstrip("/").partition("@")
+    return (name, alias) if sep and name and alias else None
+
+
+class StaticSource:
+    """An in-memory model: tests, benchmarks and embedding the service in another process."""
+
+    def __init__(self, model: Any, version: str | int = "static", run_id: str | None = None) -> None:
+        self._loaded = Loaded(model=model, version=version, run_id=run_id)
+
+    def describe(self) -> str:
+        return f"static:{self._loaded.version}"
+
+    def resolve(self) -> str:
+        return str(self._loaded.version)
+
+    def load(self) -> LoadedModelLike:
+        return self._loaded
+
+
+# -- what requests call --------------------------------------------------------------------
+
+
+class Scorer(Protocol):
+    """An immutable, ready-to-call model. One request uses exactly one scorer."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def run_id(self) -> str | None: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def loaded_at(self) -> datetime: ...
+
+    def score(self, batch: Batch) -> ScoreOutput:
+        """Score live rows (a stateful model updates its per-host history)."""
+        ...
+
+    def check(self, batch: Batch) -> ScoreOutput:
+        """Score without touching live state: validates a model before it serves."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class FleetScorer:
+    """Scores through ``FleetModel.score`` on a pandas frame (the walking-skeleton path).
+
+    ``FleetModel`` keeps a small per-host history so one row at a time scores like a batch;
+    that state lives in the model object, so it belongs to this scorer and is left behind
+    with it on a swap (the new model starts each host with neutral features).
+    """
+
+    model: FleetModelLike
+    version: str
+    run_id: str | None = None
+    source: str = ""
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: the model's ``score`` takes ``stateful=`` (ml.fleet.FleetModel does)
+    supports_stateless: bool = False
+
+    def score(self, batch: Batch) -> ScoreOutput:
+        return self._score(batch)
+
+    def check(self, batch: Batch) -> ScoreOutput:
+        return self._score(batch, stateful=False) if self.supports_stateless else self._score(batch)
+
+    def _score(self, batch: Batch, **kwargs: Any) -> ScoreOutput:
+        frame = batch_to_frame(batch)
+        score: Callable[..., Any] = self.model.score
+        try:
+            out = score(frame, **kwargs)
+        except ModelError:
+            raise
+        except Exception as exc:  # any failure inside the model is the model's, not the request's
+            raise ModelError(f"model {self.version} failed to score: {exc}") from exc
+        return frame_to_output(out, len(batch), self.version)
+
+
+def batch_to_frame(batch: Batch) -> pd.DataFrame:
+    """The wide frame ``FleetModel.score`` takes: ``timestamp, host, <metrics>``."""
+    import pandas as pd
+
+    data: dict[str, Any] = {
+        "timestamp": pd.DatetimeIndex(batch.timestamps).as_unit("ns"),
+        "host": batch.hosts,
+    }
+    for i, metric in enumerate(batch.metrics):
+        data[metric] = batch.values[:, i]
+    return pd.DataFrame(data)
+
+
+def frame_to_output(out: pd.DataFrame, rows: int, version: str) -> ScoreOutput:
+    """Check and convert a ``FleetModel.score`` result; a malformed one is a ModelError."""
+    import pandas as pd
+
+    if not isinstance(out, pd.DataFrame):
+        raise ModelError(f"model {version} returned {type(out).__name__}, expected a DataFrame")
+    if len(out) != rows:
+        raise ModelError(f"model {version} returned {len(out)} rows for {rows}")
+    missing = [c for c in ("score", "anomaly") if c not in out.columns]
+    if missing:
+        raise ModelError(f"model {version} output lacks columns: {', '.join(missing)}")
+    scores = pd.to_numeric(out["score"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    anomaly = np.array([_flag(v) for v in out["anomaly"]], dtype=np.bool_)
+    severity = [_severity(v) for v in out["severity"]] if "severity" in out.columns else [None] * rows
+    if "contributions" in out.columns:
+        contributions = [_contributions(v) for v in out["contributions"]]
+    else:
+        contributions = [{} for _ in range(rows)]
+    return ScoreOutput(scores=scores, anomaly=anomaly, severity=severity, contributions=contributions)
+
+
+def _flag(value: Any) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return bool(value)
+
+
+def _severity(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, Severity):
+        return str(value)
+    if isinstance(value, int | np.integer):
+        return str(Severity(int(value)))
+    text = str(value).strip().lower()
+    return text or None
+
+
+def _contributions(value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, float] = {}
+    for name, weight in value.items():
+        try:
+            number = float(weight)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            out[str(name)] = number
+    return out
+
+
+def make_scorer(loaded: LoadedModelLike, source: str) -> Scorer:
+    """Build the request-path object for a freshly loaded model (compile here, not per request)."""
+    model = loaded.model
+    if not isinstance(model, FleetModelLike):
+        raise ModelError(f"loaded model {type(model).__name__} has no score(frame) method")
+    return FleetScorer(
+        model=model,
+        version=str(loaded.version),
+        run_id=loaded.run_id,
+        source=source,
+        supports_stateless=_takes_keyword(model.score, "stateful"),
+    )
+
+
+def _takes_keyword(function: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def probe_batch() -> Batch:
+    """One plausible row, scored before a new model is swapped in: a model that cannot
+    score it is refused and the old one keeps serving."""
+    typical = {"cpu": 35.0, "memory": 50.0, "disk": 40.0, "load": 1.0, "network_in": 1e5, "network_out": 1e5}
+    values = np.array([[typical.get(m, 1.0) for m in CANONICAL_METRICS]], dtype=np.float64)
+    return Batch(hosts=["__probe__"], timestamps=[datetime.now(UTC)], values=values)
+
+
+# -- the provider --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderStatus:
+    ready: bool
+    source: str
+    model_version: str | None = None
+    run_id: str | None = None
+    loaded_at: datetime | None = None
+    last_check_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    loads: int = 0
+    load_failures: int = 0
+    polling: bool = False
+
+    @property
+    def reason(self) -> str | None:
+        """Why the service is not ready (None when it is)."""
+        if self.ready:
+            return None
+        if self.last_error:
+            return f"no model loaded: {self.last_error}"
+        return f"no model loaded yet from {self.source}"
+
+    def to_dict(self) -> dict[str, Any]:
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "ready": self.ready,
+            "reason": self.reason,
+            "source": self.source,
+            "model_version": self.model_version,
+            "run_id": self.run_id,
+            "loaded_at": iso(self.loaded_at),
+            "last_check_at": iso(self.last_check_at),
+            "last_error": self.last_error,
+            "last_error_at": iso(self.last_error_at),
+            "loads": self.loads,
+            "load_failures": self.load_failures,
+            "polling": self.polling,
+        }
+
+
+class ModelProvider:
+    """Holds the scorer requests use and keeps it in step with its source."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        *,
+        poll_seconds: float = 10.0,
+        probe: bool = True,
+        scorer_factory: Callable[[LoadedModelLike, str], Scorer] = make_scorer,
+    ) -> None:
+        if poll_seconds <= 0:
+            raise ValueError("poll_seconds must be positive")
+        self.source = source
+        self.poll_seconds = poll_seconds
+        self._probe = probe
+        self._scorer_factory = scorer_factory
+        # The one reference requests read. Rebinding an attribute is atomic under the GIL,
+        # so a reader sees the old scorer or the new one, never a mix.
+        self._current: Scorer | None = None
+        self._key: str | None = None
+        self._failed_key: str | None = None
+        self._failed_attempts = 0
+        self._retry_at = 0.0
+        self._refresh_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._last_check_at: datetime | None = None
+        self._last_error: str | None = None
+        self._last_error_at: datetime | None = None
+        self._loads = 0
+        self._load_failures = 0
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model_uri: str | None = None) -> ModelProvider:
+        source: ModelSource
+        if model_uri:
+            source = UriSource(model_uri, settings.resolved_tracking_uri)
+        else:
+            source = ChampionSource(settings.resolved_tracking_uri, settings.registered_model)
+        return cls(source, poll_seconds=settings.model_poll_seconds)
+
+    @classmethod
+    def static(cls, model: Any, version: str | int = "static", run_id: str | None = None) -> ModelProvider:
+        """A provider already serving ``model`` (loaded synchronously; raises if it cannot)."""
+        provider = cls(StaticSource(model, version, run_id))
+        if not provider.refresh():
+            raise ModelError(provider.status().last_error or "static model failed to load")
+        return provider
+
+    # -- request path ----------------------------------------------------------------------
+
+    def current(self) -> Scorer | None:
+        return self._current
+
+    def status(self) -> ProviderStatus:
+        scorer = self._current
+        with self._state_lock:
+            return ProviderStatus(
+                ready=scorer is not None,
+                source=self.source.describe(),
+                model_version=scorer.version if scorer else None,
+                run_id=scorer.run_id if scorer else None,
+                loaded_at=scorer.loaded_at if scorer else None,
+                last_check_at=self._last_check_at,
+                last_error=self._last_error,
+                last_error_at=self._last_error_at,
+                loads=self._loads,
+                load_failures=self._load_failures,
+                polling=self._thread is not None and self._thread.is_alive(),
+            )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def refresh(self, *, force: bool = True) -> bool:
+        """Check the source once; load and swap if it names something new. True if swapped.
+
+        ``force=False`` (the poller) backs off from a version that failed to load: loading
+        holds the GIL for a while (unpickling, probing), so retrying a broken artifact every
+        poll would cost serving latency for nothing.
+        """
+        with self._refresh_lock:
+            description = self.source.describe()
+            try:
+                candidate = self.source.resolve()
+            except Exception as exc:  # noqa: BLE001 - boundary: a registry failure must not stop serving
+                self._failed(f"checking {description} failed: {exc}", candidate=None, exc=exc)
+                return False
+            self._checked()
+            if self._current is not None and candidate == self._key:
+                self._clear_error()
+                return False
+            if not force and candidate == self._failed_key and time.monotonic() < self._retry_at:
+                return False
+            try:
+                loaded = self.source.load()
+                scorer = self._scorer_factory(loaded, description)
+                if self._probe:
+                    self._check_probe(scorer)
+            except Exception as exc:  # noqa: BLE001 - boundary: a bad new model must not replace a good one
+                self._failed(
+                    f"loading {description} ({candidate}) failed: {exc}", candidate=candidate, exc=exc
+                )
+                return False
+            previous = self._current
+            self._current = scorer
+            self._key = candidate
+            self._failed_key = None
+            self._failed_attempts = 0
+            self._ready.set()
+            with self._state_lock:
+                self._loads += 1
+                self._last_error = None
+                self._last_error_at = None
+            logger.info(
+                "serving model %s from %s",
+                scorer.version,
+                description,
+                extra={
+                    "model_version": scorer.version,
+                    "previous_version": previous.version if previous else None,
+                    "run_id": scorer.run_id,
+                    "model_source": description,
+                },
+            )
+            return True
+
+    def start(self) -> None:
+        """Start polling in a daemon thread; the first check happens at once. Idempotent."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._poll, args=(self._stop,), name="model-poller", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            # A load in progress may outlast the timeout; the thread is a daemon, so it
+            # cannot hold the process open.
+            thread.join(timeout)
+        self._thread = None
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until a model is loaded or ``timeout`` seconds pass (CLI, tests)."""
+        return self._ready.wait(timeout)
+
+    def _poll(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.refresh(force=False)
+            except Exception:  # never let the poller die: the next poll may succeed
+                logger.exception("model poll failed unexpectedly")
+            stop.wait(self.poll_seconds)
+
+    def _check_probe(self, scorer: Scorer) -> None:
+        batch = probe_batch()
+        output = scorer.check(batch)
+        if len(output) != len(batch):
+            raise ModelError(f"probe row gave {len(output)} results")
+
+    def _checked(self) -> None:
+        with self._state_lock:
+            self._last_check_at = datetime.now(UTC)
+
+    def _clear_error(self) -> None:
+        with self._state_lock:
+            self._last_error = None
+            self._last_error_at = None
+
+    def _failed(self, message: str, *, candidate: str | None, exc: BaseException) -> None:
+        repeat = candidate is not None and candidate == self._failed_key
+        self._failed_attempts = self._failed_attempts + 1 if repeat else 1
+        self._failed_key = candidate
+        # Retry a failed version after 1, 2, 4, ... polls, at most every MAX_RETRY_SECONDS.
+        backoff = min(self.poll_seconds * 2 ** (self._failed_attempts - 1), MAX_RETRY_SECONDS)
+        self._retry_at = time.monotonic() + backoff
+        with self._state_lock:
+            repeat = repeat or (candidate is None and message == self._last_error)
+            self._last_error = message
+            self._last_error_at = datetime.now(UTC)
+            self._load_failures += 1
+        serving = self._current.version if self._current else None
+        extra = {"model_source": self.source.describe(), "serving_version": serving, "candidate": candidate}
+        # Log the first failure loudly; the same failure every poll would drown the log.
+        # A ModelError is an expected state (nothing registered yet): no traceback.
+        level = logging.DEBUG if repeat else logging.ERROR
+        exc_info = None if isinstance(exc, ModelError) else exc
+        if self._current is not None:
+            logger.log(level, "%s; still serving model %s", message, serving, extra=extra, exc_info=exc_info)
+        else:
+            logger.log(level, "%s; not ready", message, extra=extra, exc_info=exc_info)
