@@ -132,8 +132,14 @@ def _run(settings: Settings, token: str, days: float, report: DemoReport, pm: Pr
 
     hours = int(days * 24)
     report.step(f"Observe: metrics_extract backfills {days:g} days hour by hour ({hours} DAG runs)")
-    dates = [end_hour - timedelta(hours=h) for h in range(hours, 0, -1)]
-    states = _timed(report, "backfill", lambda: airflow_runner.run_many("metrics_extract", dates))
+    dates = airflow_runner.hourly_logical_dates(end_hour - timedelta(hours=hours), end_hour)
+
+    def progress(done: int, total: int, outcome: Any) -> None:
+        end = "\n" if done == total else ""
+        print(f"\r    metrics_extract run {done}/{total} ({outcome.logical_date:%Y-%m-%d %H:%M}) {outcome.state}",
+              end=end, flush=True)
+
+    states = _timed(report, "backfill", lambda: airflow_runner.run_many("metrics_extract", dates, progress=progress))
     failed = [d for d, s in zip(dates, states, strict=True) if s != "success"]
     if failed:
         raise DemoFailure(f"metrics_extract failed for {len(failed)} intervals, first {failed[0]}")

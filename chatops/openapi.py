@@ -1,0 +1,142 @@
+"""Hand-written OpenAPI 3.1 description of the ChatOps API (served at ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatops.intents import INTENTS, LEVELS
+from smartcloudops.domain import CANONICAL_METRICS
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "examples": ["missing_field", "too_long", "unauthorized"]},
+                "message": {"type": "string"},
+                "field": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+_EVIDENCE = {
+    "type": "object",
+    "required": ["source", "query", "window_start", "window_end", "values"],
+    "properties": {
+        "source": {"type": "string",
+                   "examples": ["simulator", "prometheus", "event_store", "logs", "mlflow"]},
+        "query": {"type": "string", "description": "The query or filter as it was run."},
+        "window_start": {"type": ["string", "null"], "format": "date-time"},
+        "window_end": {"type": ["string", "null"], "format": "date-time"},
+        "values": {"type": "array", "items": {"type": "object"}},
+        "error": {"type": "string", "description": "Present when the source was unavailable."},
+    },
+}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def openapi_document(max_query_chars: int) -> dict[str, Any]:
+    auth_errors = {"401": _err("Missing or wrong bearer token."),
+                   "429": _err("Rate limit for this token exceeded (see Retry-After).")}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "SmartCloudOps AI ChatOps",
+            "version": "0.1.0",
+            "description": (
+                "Ask about the fleet in plain language; every answer carries the evidence it "
+                "was built from. Understanding is deterministic; an LLM (LiteLLM) only "
+                "rephrases when configured, and only if every number it writes is in the "
+                "evidence. Approve/reject happen only on an explicit 'approve act-…' request."
+            ),
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/query": {
+                "post": {
+                    "summary": "Ask a question",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["query"],
+                        "properties": {
+                            "query": {"type": "string", "minLength": 1, "maxLength": max_query_chars},
+                            "session_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$",
+                                           "description": "Reuse for follow-ups ('and on db-1?', 'more')."},
+                        },
+                    }}}},
+                    "responses": {
+                        "200": {"description": "Answer", "content": {"application/json": {"schema": {
+                            "$ref": "#/components/schemas/QueryResponse"}}}},
+                        "400": _err("Malformed JSON, missing or mistyped field, query too long."),
+                        "413": _err("Body larger than the limit."),
+                        **auth_errors,
+                    },
+                }
+            },
+            "/status": {
+                "get": {
+                    "summary": "Fleet overview; each part degrades to 'unavailable: reason'",
+                    "parameters": [{"name": "host", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "Overview"},
+                                  "400": _err("Unknown or invalid parameter."), **auth_errors},
+                }
+            },
+            "/logs": {
+                "get": {
+                    "summary": "Structured logs, newest first",
+                    "parameters": [
+                        {"name": "since_minutes", "in": "query",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 527040}},
+                        {"name": "level", "in": "query", "schema": {"enum": list(LEVELS)},
+                         "description": "That level and above."},
+                        {"name": "contains", "in": "query", "schema": {"type": "string", "maxLength": 200}},
+                        {"name": "limit", "in": "query",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                    ],
+                    "responses": {"200": {"description": "Records"},
+                                  "400": _err("Unknown or invalid parameter."), **auth_errors},
+                }
+            },
+            "/healthz": {"get": {"summary": "Liveness (no auth)", "security": [],
+                                 "responses": {"200": {"description": "ok"}}}},
+            "/openapi.json": {"get": {"summary": "This document (no auth)", "security": [],
+                                      "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": _ERROR,
+                "Evidence": _EVIDENCE,
+                "QueryResponse": {
+                    "type": "object",
+                    "required": ["intent", "params", "answer", "evidence", "session_id", "llm"],
+                    "properties": {
+                        "intent": {"enum": list(INTENTS)},
+                        "params": {"type": "object", "properties": {
+                            "metric": {"enum": list(CANONICAL_METRICS)},
+                            "host": {"type": "string"},
+                            "limit": {"type": "integer"},
+                            "since_minutes": {"type": "integer"},
+                            "level": {"enum": list(LEVELS)},
+                            "contains": {"type": "string"},
+                            "action_id": {"type": "string"},
+                        }, "additionalProperties": False},
+                        "answer": {"type": "string"},
+                        "evidence": {"type": "array", "items": {"$ref": "#/components/schemas/Evidence"}},
+                        "session_id": {"type": "string"},
+                        "llm": {"type": "object", "properties": {
+                            "enabled": {"type": "boolean"}, "used": {"type": "boolean"},
+                            "model": {"type": ["string", "null"]}, "reason": {"type": "string"},
+                        }},
+                    },
+                },
+            },
+        },
+    }
