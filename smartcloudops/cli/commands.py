@@ -152,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from ml.detect import detect_series, read_series_csv
+    from ml.detect import detect_series, read_series_csv, write_detect_csv
 
     input_path = Path(args.input)
     output_path = Path(args.output)
@@ -164,9 +164,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     say(f"detect: {len(frame):,} rows, fitting on the first {args.train_fraction:.0%}")
     result = detect_series(frame, train_fraction=args.train_fraction)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(f".{output_path.name}.tmp")
-    result.to_csv(tmp, index=False)
-    tmp.replace(output_path)
+    write_detect_csv(result, output_path)
     flagged = int(result["is_anomaly"].sum())
     say(f"detect: {flagged} anomalous rows of {len(result):,}; wrote {output_path}")
     return 0

@@ -1,0 +1,307 @@
+"""FleetModel: the unit trained, registered in MLflow and served.
+
+One fitted detector per host (all of one family), plus a fleet-wide *fallback* detector fit on
+every host pooled, used for hosts the model has never seen (a new instance scales in) rather
+than failing. Scores pass through the detector's calibration and threshold, then through the
+alarm policy (:mod:`ml.alarms`) per host.
+
+Live scoring and history
+------------------------
+The scoring service sends one row per host per call. Features such as "deviation from the
+last hour" need history, so the model keeps a small per-host buffer of recent rows (as many
+as the host's detector needs, :meth:`~ml.detectors.base.BaseDetector.required_context`) and
+the alarm-handling state. With ``stateful=True`` (the default) each call uses the buffer as
+context and then updates it, so scoring rows one at a time gives the same results as scoring
+them in one batch. Rows older than the buffer's context are scored without it; a retried
+timestamp is recomputed, not double counted in the features. With ``stateful=False`` the call
+is a pure function of its input (used for validation); a host with no history is scored with
+neutral features (no deviation), which is also what happens on the first live call.
+
+The buffer is small, guarded by a lock, and dropped/re-created around pickling, so the model
+stays picklable with cloudpickle.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from ml.alarms import AlarmPolicy, AlarmState
+from ml.detectors.base import BaseDetector, Segment, metric_matrix, utc_nanos
+from ml.severity import severity_labels
+from ml.thresholds import CALIBRATED_THRESHOLD
+from smartcloudops.domain import CANONICAL_METRICS
+from smartcloudops.errors import InputError, ModelError
+
+#: Output columns of :meth:`FleetModel.score`, in order.
+SCORE_COLUMNS: tuple[str, ...] = ("score", "anomaly", "severity", "contributions")
+
+
+@dataclass
+class _HostState:
+    timestamps: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    values: np.ndarray | None = None
+    alarm: AlarmState = field(default_factory=AlarmState)
+
+
+def _infer_metrics(frame: pd.DataFrame) -> list[str]:
+    """Canonical metrics with data first (in canonical order), else any numeric column."""
+    columns = [c for c in frame.columns if c not in ("timestamp", "host")]
+    with_data = [str(c) for c in columns if pd.to_numeric(frame[c], errors="coerce").notna().any()]
+    canonical = [m for m in CANONICAL_METRICS if m in with_data]
+    return canonical or with_data
+
+
+class FleetModel:
+    """Per-host detectors of one family, with a pooled fallback and alarm handling."""
+
+    def __init__(
+        self,
+        detector: BaseDetector,
+        alarm_policy: AlarmPolicy | None = None,
+        name: str | None = None,
+        metrics: Sequence[str] | None = None,
+        min_host_rows: int = 60,
+    ) -> None:
+        self.detector = detector
+        self.alarm_policy = alarm_policy
+        self.name = name or detector.family
+        self.requested_metrics = list(metrics) if metrics is not None else None
+        self.min_host_rows = min_host_rows
+        self._lock = threading.Lock()
+        self._state: dict[str, _HostState] = {}
+
+    # -- pickling: the lock cannot be pickled; the buffer is runtime state ----------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        state["_state"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- description ----------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        return self.detector.family
+
+    @property
+    def metrics(self) -> list[str]:
+        self._check_fitted()
+        return list(self.metrics_)
+
+    @property
+    def hosts(self) -> list[str]:
+        self._check_fitted()
+        return list(self.detectors_)
+
+    @property
+    def policy(self) -> AlarmPolicy:
+        return self.alarm_policy if self.alarm_policy is not None else AlarmPolicy()
+
+    def get_params(self) -> dict[str, Any]:
+        """Flat parameters for logging: ``detector__*`` and ``alarm__*``."""
+        params: dict[str, Any] = {"family": self.family, "min_host_rows": self.min_host_rows}
+        for key, value in self.detector.get_params(deep=True).items():
+            params[f"detector__{key}"] = value
+        for key, value in self.policy.get_params().items():
+            params[f"alarm__{key}"] = value
+        return params
+
+    @property
+    def version_info(self) -> dict[str, Any]:
+        import sklearn
+
+        import ml
+
+        self._check_fitted()
+        return {
+            "name": self.name,
+            "family": self.family,
+            "metrics": list(self.metrics_),
+            "hosts": list(self.detectors_),
+            "skipped_hosts": list(self.skipped_hosts_),
+            "fitted_at": self.fitted_at_,
+            "train_start": self.train_start_,
+            "train_end": self.train_end_,
+            "n_train_rows": self.n_train_rows_,
+            "params": {
+                k: repr(v) if not isinstance(v, int | float | str | bool | None) else v
+                for k, v in self.get_params().items()
+            },
+            "versions": {
+                "ml": ml.__version__,
+                "scikit-learn": sklearn.__version__,
+                "numpy": np.__version__,
+                "pandas": pd.__version__,
+                "python": platform.python_version(),
+            },
+        }
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "detectors_"):
+            raise ModelError(f"fleet model {self.name!r} is not fitted")
+
+    # -- fit ------------------------------------------------------------------------------
+    def fit(self, wide: pd.DataFrame, y: Any = None) -> Self:
+        """Fit one detector per host plus the pooled fallback.
+
+        ``wide``: columns ``timestamp, host, <metrics>`` (one row per host and timestamp).
+        ``y``: optional bool per row marking known-anomalous rows (kept out of fitting).
+        """
+        frame = _check_frame(wide, "training data")
+        if frame.empty:
+            raise InputError("training data is empty")
+        self.metrics_ = list(self.requested_metrics or _infer_metrics(frame))
+        if not self.metrics_:
+            raise InputError("training data has no metric columns with values")
+        known = None if y is None else np.asarray(y, dtype=bool).ravel()
+        if known is not None and len(known) != len(frame):
+            raise InputError(f"y has {len(known)} rows but the training data has {len(frame)}")
+        template = clone(self.detector).set_params(metrics=self.metrics_)
+        hosts = frame["host"].astype(str).to_numpy()
+        self.detectors_: dict[str, BaseDetector] = {}
+        skipped: list[str] = []
+        for host in pd.unique(hosts):
+            rows = hosts == host
+            part = frame.loc[rows, ["timestamp", *self.metrics_]]
+            if rows.sum() < self.min_host_rows:
+                skipped.append(str(host))
+                continue
+            try:
+                self.detectors_[str(host)] = clone(template).fit(part, None if known is None else known[rows])
+            except InputError:
+                # A host whose own data cannot train a model (e.g. a metric never reported)
+                # is served by the pooled fallback rather than failing the whole fleet.
+                skipped.append(str(host))
+        if len(self.detectors_) == 1 and not skipped:
+            self.fallback_ = next(iter(self.detectors_.values()))
+        else:
+            self.fallback_ = clone(template).fit(frame[["timestamp", "host", *self.metrics_]], known)
+        self.skipped_hosts_ = skipped
+        ts = pd.to_datetime(frame["timestamp"], utc=True)
+        self.train_start_ = ts.min().isoformat()
+        self.train_end_ = ts.max().isoformat()
+        self.n_train_rows_ = len(frame)
+        self.fitted_at_ = datetime.now(UTC).isoformat()
+        self.reset_state()
+        return self
+
+    def detector_for(self, host: str) -> BaseDetector:
+        self._check_fitted()
+        return self.detectors_.get(host, self.fallback_)
+
+    def reset_state(self) -> None:
+        """Forget the live-scoring history of every host."""
+        with self._lock:
+            self._state = {}
+
+    def prime(self, history: pd.DataFrame) -> None:
+        """Load recent rows (``timestamp, host, <metrics>``) into the live-scoring buffer.
+
+        Each host keeps the last rows its detector needs as context; alarm state is reset.
+        Use it to warm a freshly loaded model, or to score validation data right after the
+        training period as live scoring would.
+        """
+        self._check_fitted()
+        frame = _check_frame(history, "history")
+        if frame.empty:
+            return
+        ts = utc_nanos(frame["timestamp"])
+        hosts = frame["host"].astype(str).to_numpy()
+        values = metric_matrix(frame, self.metrics_)
+        with self._lock:
+            for host in pd.unique(hosts):
+                rows = np.flatnonzero(hosts == host)
+                rows = rows[np.argsort(ts[rows], kind="stable")]
+                keep = max(self.detector_for(str(host)).required_context(), 1)
+                rows = rows[-keep:]
+                self._state[str(host)] = _HostState(timestamps=ts[rows], values=values[rows])
+
+    # -- score ----------------------------------------------------------------------------
+    def score(self, wide: pd.DataFrame, *, stateful: bool = True) -> pd.DataFrame:
+        """Score rows ``timestamp, host, <metrics>``; output in the same row order.
+
+        Columns: ``score`` (calibrated: 0 typical, 1.0 the alarm line), ``anomaly`` (bool,
+        after alarm handling), ``severity`` (``low``..``critical`` where ``anomaly``, else
+        None), ``contributions`` (dict metric → share, summing to 1 or all 0).
+        """
+        self._check_fitted()
+        frame = _check_frame(wide, "scoring input")
+        n = len(frame)
+        scores = np.zeros(n)
+        alarms = np.zeros(n, dtype=bool)
+        contrib = np.zeros((n, len(self.metrics_)))
+        if n:
+            ts = utc_nanos(frame["timestamp"])
+            hosts = frame["host"].astype(str).to_numpy()
+            values = metric_matrix(frame, self.metrics_)
+            with self._lock:
+                for host in pd.unique(hosts):
+                    rows = np.flatnonzero(hosts == host)
+                    rows = rows[np.argsort(ts[rows], kind="stable")]
+                    s, a, c = self._score_host(str(host), ts[rows], values[rows], stateful)
+                    scores[rows], alarms[rows], contrib[rows] = s, a, c
+        metrics = list(self.metrics_)
+        return pd.DataFrame(
+            {
+                "score": scores,
+                "anomaly": alarms,
+                "severity": severity_labels(scores, alarms),
+                "contributions": [
+                    {m: round(float(v), 4) for m, v in zip(metrics, row, strict=True)} for row in contrib
+                ],
+            },
+            index=frame.index,
+        )
+
+    def _score_host(
+        self, host: str, ts: np.ndarray, values: np.ndarray, stateful: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        det = self.detector_for(host)
+        state = self._state.get(host) if stateful else None
+        if state is not None and state.values is not None:
+            older = state.timestamps < ts[0]
+            ctx_ts, ctx_values = state.timestamps[older], state.values[older]
+        else:
+            ctx_ts = np.empty(0, dtype=np.int64)
+            ctx_values = np.empty((0, values.shape[1]))
+        k = len(ctx_ts)
+        segment = Segment(
+            key=host,
+            timestamps=np.concatenate([ctx_ts, ts]),
+            values=np.vstack([ctx_values, values]),
+            positions=np.concatenate([np.full(k, -1), np.arange(len(ts))]),
+        )
+        raw, contrib = det.score_segment(segment)  # rows k: only
+        calibrated = det.calibrate(raw)
+        flags = calibrated >= CALIBRATED_THRESHOLD
+        alarm_state = state.alarm if state is not None else None
+        alarms, new_alarm_state = self.policy.apply_array(ts, flags, alarm_state, calibrated)
+        if stateful:
+            keep = max(det.required_context(), 1)
+            self._state[host] = _HostState(
+                timestamps=segment.timestamps[-keep:].copy(),
+                values=segment.values[-keep:].copy(),
+                alarm=new_alarm_state,
+            )
+        return calibrated, alarms, contrib
+
+
+def _check_frame(wide: Any, what: str) -> pd.DataFrame:
+    if not isinstance(wide, pd.DataFrame):
+        raise InputError(f"{what} must be a pandas DataFrame, got {type(wide).__name__}")
+    missing = [c for c in ("timestamp", "host") if c not in wide.columns]
+    if missing:
+        raise InputError(f"{what} lacks column(s): {', '.join(missing)}")
+    return wide

@@ -1,0 +1,215 @@
+"""Training stage: split history, train and evaluate candidates.
+
+Labels are NAB-format windows keyed ``"<host>/<metric>"`` (what the simulator writes; a key
+without ``/`` is a whole host). A fleet model is evaluated at host level: one series per
+host, its windows the union of that host's metric windows, its alarms the model's
+``anomaly`` flags (after alarm handling) for that host's validation rows.
+
+A new challenger is one small detector class plus one line in :data:`CANDIDATES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml.alarms import AlarmPolicy
+from ml.detectors import IsolationForestDetector, ProphetDetector, RobustBaselineDetector
+from ml.detectors.base import BaseDetector
+from ml.evaluation import EvaluationReport, Window, evaluate, merge_windows, parse_windows
+from ml.fleet import FleetModel
+from smartcloudops.domain import long_to_wide, normalize_long
+from smartcloudops.errors import InputError
+
+
+def default_alarm_policy() -> AlarmPolicy:
+    """One alarm per incident: 2 flagged rows of the last 3 (or one critical row, calibrated
+    score ≥ 3), then quiet for 6 hours on that host."""
+    return AlarmPolicy(m=2, n=3, cooldown="6h", bypass=3.0)
+
+
+def _candidate(name: str, detector: BaseDetector) -> FleetModel:
+    return FleetModel(detector, alarm_policy=default_alarm_policy(), name=name)
+
+
+CandidateFactory = Callable[[], FleetModel]
+
+#: name -> factory of an unfitted FleetModel. Add a challenger with one line here.
+CANDIDATES: dict[str, CandidateFactory] = {
+    "isolation_forest": lambda: _candidate("isolation_forest", IsolationForestDetector()),
+    "prophet": lambda: _candidate("prophet", ProphetDetector()),
+    "robust_baseline": lambda: _candidate("robust_baseline", RobustBaselineDetector()),
+}
+
+#: The family ``smartcloudops detect`` uses on a single series.
+DEFAULT_CANDIDATE = "robust_baseline"
+
+
+def make_candidate(name: str) -> FleetModel:
+    try:
+        factory = CANDIDATES[name]
+    except KeyError:
+        valid = ", ".join(sorted(CANDIDATES))
+        raise InputError(f"unknown candidate {name!r}; valid: {valid}") from None
+    return factory()
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    name: str
+    model: FleetModel
+    report: EvaluationReport
+    train_seconds: float
+    params: dict[str, Any]
+    #: validation rows with ``score``/``anomaly`` (what plots and reports show)
+    validation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: host-level windows the report was computed against
+    windows: dict[str, list[Window]] = field(default_factory=dict)
+    #: fingerprint of the validation data and labels (compare champions on equal keys only)
+    validation_key: str = ""
+
+
+# -- data preparation ------------------------------------------------------------------------
+def split_history(
+    history_long: pd.DataFrame, validation_fraction: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Long samples -> (train_wide, valid_wide), split in time at one cut for all hosts.
+
+    The last ``validation_fraction`` of the covered time span is validation.
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise InputError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    try:
+        long = normalize_long(history_long)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"bad metric history: {exc}") from exc
+    long = long.dropna(subset=["value"])
+    if long.empty:
+        raise InputError("metric history is empty")
+    wide = long_to_wide(long)
+    ts = pd.to_datetime(wide["timestamp"], utc=True)
+    start, end = ts.min(), ts.max()
+    cut = start + (end - start) * (1.0 - validation_fraction)
+    train = wide.loc[ts < cut].reset_index(drop=True)
+    valid = wide.loc[ts >= cut].reset_index(drop=True)
+    if train.empty or valid.empty:
+        raise InputError(
+            f"history from {start} to {end} is too short to split at validation_fraction "
+            f"{validation_fraction}"
+        )
+    return train, valid
+
+
+def host_windows(windows: Mapping[str, Sequence[Any]]) -> dict[str, list[Window]]:
+    """``"host/metric"`` windows -> per-host union of windows."""
+    parsed = parse_windows({k: list(v) for k, v in windows.items()})
+    grouped: dict[str, list[Window]] = {}
+    for key, wins in parsed.items():
+        host = key.split("/", 1)[0]
+        grouped.setdefault(host, []).extend(wins)
+    return {host: merge_windows(wins) for host, wins in grouped.items()}
+
+
+def in_windows(wide: pd.DataFrame, windows: Mapping[str, Sequence[Window]]) -> np.ndarray:
+    """Bool per row: the row's timestamp falls in one of its host's windows."""
+    ts = pd.to_datetime(wide["timestamp"], utc=True)
+    hosts = wide["host"].astype(str).to_numpy()
+    out = np.zeros(len(wide), dtype=bool)
+    for host, wins in windows.items():
+        rows = hosts == host
+        for start, end in wins:
+            out |= rows & (ts >= start).to_numpy() & (ts <= end).to_numpy()
+    return out
+
+
+def validation_fingerprint(valid_wide: pd.DataFrame, windows: Mapping[str, Sequence[Window]]) -> str:
+    """A short hash of the validation rows and their labels."""
+    digest = hashlib.sha256()
+    digest.update(pd.util.hash_pandas_object(valid_wide, index=False).to_numpy().tobytes())
+    digest.update(
+        json.dumps({k: [[str(s), str(e)] for s, e in v] for k, v in sorted(windows.items())}).encode()
+    )
+    return digest.hexdigest()[:16]
+
+
+# -- evaluation and training -----------------------------------------------------------------
+def evaluate_model(
+    model: FleetModel,
+    valid_wide: pd.DataFrame,
+    windows: Mapping[str, Sequence[Window]],
+    *,
+    context: pd.DataFrame | None = None,
+) -> tuple[EvaluationReport, pd.DataFrame]:
+    """Score validation rows and evaluate per host against host-level windows.
+
+    ``context`` (normally the training rows just before validation) warms the model's
+    history buffer first, as live scoring would have it; the buffer is cleared afterwards
+    so the model is registered clean.
+    """
+    model.reset_state()
+    if context is not None and len(context):
+        model.prime(context)
+    try:
+        scored = model.score(valid_wide, stateful=True)
+    finally:
+        model.reset_state()
+    frame = valid_wide.copy()
+    frame["score"] = scored["score"].to_numpy()
+    frame["anomaly"] = scored["anomaly"].to_numpy()
+    frame["severity"] = scored["severity"].to_numpy()
+    ts = pd.to_datetime(frame["timestamp"], utc=True)
+    alarms: dict[str, pd.Series] = {}
+    for host, rows in frame.groupby(frame["host"].astype(str), sort=True).groups.items():
+        alarms[str(host)] = pd.Series(frame.loc[rows, "anomaly"].to_numpy(), index=pd.DatetimeIndex(ts[rows]))
+    report = evaluate(alarms, windows)
+    return report, frame
+
+
+def train_candidate(
+    name: str,
+    train_wide: pd.DataFrame,
+    valid_wide: pd.DataFrame,
+    windows: Mapping[str, Sequence[Any]],
+    *,
+    exclude_labelled_training: bool = True,
+) -> CandidateResult:
+    """Fit candidate ``name`` on ``train_wide`` and evaluate it on ``valid_wide``.
+
+    ``windows`` are ``"host/metric"`` label windows. With ``exclude_labelled_training``,
+    training rows inside a labelled window are kept for feature context but left out of
+    fitting and thresholds (semi-supervised cleaning); validation labels are only used to
+    evaluate.
+    """
+    model = make_candidate(name)
+    hw = host_windows(windows)
+    y = in_windows(train_wide, hw) if exclude_labelled_training else None
+    started = time.perf_counter()
+    model.fit(train_wide, y)
+    elapsed = time.perf_counter() - started
+    report, scored = evaluate_model(model, valid_wide, hw, context=train_wide)
+    return CandidateResult(
+        name=name,
+        model=model,
+        report=report,
+        train_seconds=elapsed,
+        params=model.get_params(),
+        validation=scored,
+        windows=hw,
+        validation_key=validation_fingerprint(valid_wide, hw),
+    )
+
+
+def train_candidates(
+    names: Sequence[str],
+    train_wide: pd.DataFrame,
+    valid_wide: pd.DataFrame,
+    windows: Mapping[str, Sequence[Any]],
+) -> list[CandidateResult]:
+    return [train_candidate(n, train_wide, valid_wide, windows) for n in names]

@@ -1,0 +1,244 @@
+"""Detectors: estimator contract, layers, behaviour, and their building blocks."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pandas as pd
+import pytest
+from ml_helpers import wide_host
+from sklearn.base import clone
+from sklearn.ensemble import IsolationForest
+
+from ml.alarms import AlarmPolicy, AlarmState
+from ml.detectors import IsolationForestDetector, ProphetDetector, RobustBaselineDetector
+from ml.detectors._forest import CompiledForest
+from ml.features import causal_features, feature_names, rolling_previous
+from ml.severity import severity_from_score, severity_labels
+from ml.thresholds import PotThreshold, QuantileThreshold
+from smartcloudops.domain import Severity
+from smartcloudops.errors import InputError, ModelError
+
+FAMILIES = [
+    pytest.param(lambda: IsolationForestDetector(n_estimators=50), id="isolation_forest"),
+    pytest.param(lambda: RobustBaselineDetector(), id="robust_baseline"),
+    pytest.param(lambda: ProphetDetector(horizon="2D"), id="prophet"),
+]
+
+
+@pytest.fixture(scope="module")
+def train_frame() -> pd.DataFrame:
+    return wide_host(n=3 * 288, freq="5min", seed=1)
+
+
+@pytest.fixture(scope="module")
+def test_frame() -> pd.DataFrame:
+    frame = wide_host(n=288, freq="5min", seed=2)
+    frame["timestamp"] = frame["timestamp"] + pd.Timedelta(days=3)
+    return frame
+
+
+# -- contract ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", FAMILIES)
+def test_estimator_contract(make, train_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    det = make()
+    params = det.get_params()
+    assert set(params) == set(inspect.signature(type(det).__init__).parameters) - {"self"}
+    twin = clone(det)
+    assert twin.get_params() == params and twin is not det
+    assert det.fit(train_frame) is det
+    learned = [k for k in vars(det) if k not in params]
+    assert learned and all(k.endswith("_") for k in learned)
+    assert not any(k.endswith("_") for k in vars(clone(det)))  # clone drops learned state
+    assert det.metrics_ == ["cpu", "memory"]
+
+
+@pytest.mark.parametrize("make", FAMILIES)
+def test_layers_are_consistent(make, train_frame: pd.DataFrame, test_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    det = make().fit(train_frame)
+    raw = det.score_samples(test_frame)
+    calibrated = det.decision_function(test_frame)
+    flags = det.predict(test_frame)
+    assert raw.shape == calibrated.shape == flags.shape == (len(test_frame),)
+    np.testing.assert_allclose(calibrated, det.threshold_.calibrate(raw))
+    np.testing.assert_array_equal(flags, calibrated >= 1.0)
+    contrib = det.contributions(test_frame)
+    assert list(contrib.columns) == ["cpu", "memory"]
+    sums = contrib.sum(axis=1).to_numpy()
+    assert np.all((np.abs(sums - 1) < 1e-9) | (sums == 0))
+
+
+@pytest.mark.parametrize("make", FAMILIES)
+def test_unfitted_detector_raises_model_error(make, test_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ModelError, match="not fitted"):
+        make().predict(test_frame)
+
+
+def test_datetime_index_input_and_unsorted_rows(train_frame: pd.DataFrame, test_frame: pd.DataFrame) -> None:
+    det = RobustBaselineDetector().fit(train_frame.set_index("timestamp"))
+    shuffled = test_frame.sample(frac=1.0, random_state=0)
+    by_index = det.score_samples(shuffled.set_index("timestamp"))
+    ordered = pd.Series(det.score_samples(test_frame), index=test_frame.index)
+    np.testing.assert_allclose(by_index, ordered.loc[shuffled.index].to_numpy())
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (pd.DataFrame({"cpu": [1.0, 2.0]}), "timestamp"),
+        (pd.DataFrame({"timestamp": ["2024-01-01", "soon"], "cpu": [1.0, 2.0]}), "unparseable"),
+        (pd.DataFrame({"timestamp": ["2024-01-01", "2024-01-02"], "cpu": ["1", "x"]}), "non-numeric"),
+        (pd.DataFrame({"timestamp": pd.date_range("2024", periods=5, freq="min"), "cpu": 1.0}), "at least"),
+    ],
+)
+def test_bad_training_input(frame: pd.DataFrame, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        RobustBaselineDetector().fit(frame)
+
+
+def test_scoring_input_without_model_metrics(train_frame: pd.DataFrame) -> None:
+    det = RobustBaselineDetector().fit(train_frame)
+    with pytest.raises(InputError, match="none of the model's metrics"):
+        det.predict(pd.DataFrame({"timestamp": ["2024-01-05"], "disk": [1.0]}))
+
+
+def test_missing_values_are_carried_forward(train_frame: pd.DataFrame, test_frame: pd.DataFrame) -> None:
+    det = RobustBaselineDetector().fit(train_frame)
+    gappy = test_frame.copy()
+    gappy.loc[gappy.index[100:105], "cpu"] = np.nan
+    assert np.isfinite(det.score_samples(gappy)).all()
+
+
+# -- behaviour ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", FAMILIES)
+def test_injected_spike_raises_the_score(make, train_frame: pd.DataFrame, test_frame: pd.DataFrame) -> None:  # type: ignore[no-untyped-def]
+    det = make().fit(train_frame)
+    clean = det.decision_function(test_frame)
+    spiked = test_frame.copy()
+    spiked.loc[spiked.index[150], "cpu"] += 60.0  # ~30 sigma of the noise
+    scores = det.decision_function(spiked)
+    assert scores[150] > np.quantile(clean, 0.99)
+    assert scores[150] > clean[150]
+    if not isinstance(det, IsolationForestDetector):  # isolation scores saturate, see docs
+        assert det.predict(spiked)[150]
+        assert det.contributions(spiked).iloc[150].idxmax() == "cpu"
+
+
+@pytest.mark.parametrize("make", FAMILIES[:2])
+def test_sustained_shift_in_training_is_learned_as_normal(make) -> None:  # type: ignore[no-untyped-def]
+    history = wide_host(n=5 * 288, freq="5min", seed=4)
+    history.loc[history.index[2 * 288 :], "cpu"] += 15.0  # a long, constant shift
+    train, test = history.iloc[: 4 * 288], history.iloc[4 * 288 :]
+    det = make().fit(train)
+    # Score the test day with the training tail as history, as a live scorer would.
+    flags = det.score_details(test, context=train.iloc[-300:]).flags
+    assert flags.mean() < 0.01
+
+
+def test_robust_baseline_shift_alarms_at_onset_then_adapts() -> None:
+    history = wide_host(n=4 * 288, freq="5min", seed=5)
+    train, test = history.iloc[: 3 * 288], history.iloc[3 * 288 :].copy()
+    test.loc[test.index[100:], "cpu"] += 30.0
+    det = RobustBaselineDetector().fit(train)
+    flags = det.score_details(test, context=train.iloc[-100:]).flags
+    assert flags[100:110].any()  # the onset is flagged
+    assert not flags[200:].any()  # the new level became normal
+
+
+# -- building blocks ---------------------------------------------------------------------------
+def test_features_are_causal() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(200, 2))
+    ts = pd.date_range("2024", periods=200, freq="min").as_unit("ns").asi8
+    base = causal_features(values, ts, window=10)
+    changed = values.copy()
+    changed[150:] += 100.0
+    np.testing.assert_array_equal(causal_features(changed, ts, window=10)[:150], base[:150])
+    assert base.shape == (200, len(feature_names(["a", "b"])))
+
+
+def test_rolling_previous_excludes_the_current_row() -> None:
+    values = np.arange(10, dtype=float)[:, None]
+    mean = rolling_previous(values, 3, "mean")
+    assert np.isnan(mean[0, 0])
+    assert mean[5, 0] == pytest.approx((2 + 3 + 4) / 3)
+    tail = rolling_previous(values, 3, "median", from_row=8)
+    assert np.isnan(tail[:8]).all() and tail[9, 0] == 7.0
+
+
+@pytest.mark.parametrize("max_features", [1.0, 0.5])
+def test_compiled_forest_matches_sklearn(max_features: float) -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 6))  # noqa: N806
+    model = IsolationForest(n_estimators=30, max_features=max_features, random_state=0).fit(X)
+    probe = np.vstack([X[:50], rng.normal(scale=4, size=(50, 6))])
+    np.testing.assert_allclose(
+        CompiledForest(model).anomaly_score(probe), -model.score_samples(probe), atol=1e-12
+    )
+
+
+def test_quantile_threshold_calibration() -> None:
+    scores = np.arange(1001, dtype=float)  # median 500, 99.9 % quantile 999
+    th = QuantileThreshold(quantile=0.999, margin=1.0).fit(scores)
+    assert th.baseline_ == 500 and th.threshold_ == pytest.approx(999)
+    np.testing.assert_allclose(th.calibrate(np.array([0.0, 500.0, 999.0, 1498.0])), [0.0, 0.0, 1.0, 2.0])
+    constant = QuantileThreshold().fit(np.zeros(50))
+    assert np.isfinite(constant.calibrate(np.array([0.0, 1.0]))).all()
+    with pytest.raises(InputError):
+        QuantileThreshold(quantile=1.5).fit(scores)
+    with pytest.raises(InputError, match="no finite"):
+        QuantileThreshold().fit(np.array([np.nan]))
+
+
+def test_pot_threshold_sits_in_the_tail() -> None:
+    scores = np.random.default_rng(0).exponential(size=20_000)
+    th = PotThreshold(risk=1e-4).fit(scores)
+    # Exponential tail: P(X > t) = 1e-4 at t = ln(1e4) ≈ 9.2.
+    assert 7.5 < th.threshold_ < 11.5
+
+
+def test_alarm_policy_m_of_n_and_cooldown() -> None:
+    ts = pd.date_range("2024", periods=12, freq="min").as_unit("ns").asi8
+    flags = np.array([1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1], dtype=bool)
+    alarms, _ = AlarmPolicy(m=2, n=3).apply_array(ts, flags)
+    assert np.flatnonzero(alarms).tolist() == [2, 3, 4, 7, 8, 9, 10, 11]
+    alarms, _ = AlarmPolicy(m=2, n=3, cooldown="5min").apply_array(ts, flags)
+    assert np.flatnonzero(alarms).tolist() == [2, 7]
+    # Streaming one row at a time gives the same alarms as a batch.
+    state = AlarmState()
+    streamed = []
+    for t, f in zip(ts, flags, strict=True):
+        out, state = AlarmPolicy(m=2, n=3, cooldown="5min").apply_array(np.array([t]), np.array([f]), state)
+        streamed.append(bool(out[0]))
+    assert np.flatnonzero(streamed).tolist() == [2, 7]
+
+
+def test_alarm_policy_on_series_keeps_order_and_validates() -> None:
+    index = pd.date_range("2024", periods=4, freq="h", tz="UTC")
+    flags = pd.Series([True, False, True, True], index=index)[::-1]
+    out = AlarmPolicy(cooldown="90min").apply(flags)
+    assert out.index.equals(flags.index)
+    assert out.tolist() == [False, True, False, True]  # reversed order: alarms at 02:00 and 00:00
+    with pytest.raises(InputError):
+        AlarmPolicy(m=3, n=2).apply(flags)
+    with pytest.raises(InputError):
+        AlarmPolicy(cooldown="soon").apply(flags)
+
+
+def test_severity_bands() -> None:
+    assert severity_from_score(0.5) is None
+    assert severity_from_score(1.0) is Severity.LOW
+    assert severity_from_score(1.7) is Severity.MEDIUM
+    assert severity_from_score(2.2) is Severity.HIGH
+    assert severity_from_score(9.0) is Severity.CRITICAL
+    assert severity_labels([0.2, 1.2, 0.9], [False, True, True]) == [None, "low", "low"]
+
+
+def test_alarm_policy_bypass_for_extreme_rows() -> None:
+    ts = pd.date_range("2024", periods=5, freq="min").as_unit("ns").asi8
+    flags = np.array([0, 0, 1, 0, 0], dtype=bool)
+    scores = np.array([0.1, 0.2, 5.0, 0.3, 0.1])
+    assert not AlarmPolicy(m=2, n=3).apply_array(ts, flags, None, scores)[0].any()
+    alarms, _ = AlarmPolicy(m=2, n=3, bypass=3.0).apply_array(ts, flags, None, scores)
+    assert np.flatnonzero(alarms).tolist() == [2]

@@ -1,0 +1,136 @@
+"""FleetModel: per-host detectors, fallback, live scoring state, pickling."""
+
+from __future__ import annotations
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.fleet import SCORE_COLUMNS, FleetModel
+from ml.training import make_candidate, split_history
+from smartcloudops.errors import InputError, ModelError
+
+
+@pytest.fixture(scope="module")
+def split(small_fleet: tuple[pd.DataFrame, dict[str, list[list[str]]]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    history, _ = small_fleet
+    return split_history(history, 0.25)
+
+
+@pytest.fixture(scope="module", params=["isolation_forest", "robust_baseline"])
+def fitted(request: pytest.FixtureRequest, split: tuple[pd.DataFrame, pd.DataFrame]) -> FleetModel:
+    train, _ = split
+    return make_candidate(request.param).fit(train)
+
+
+def test_fit_builds_one_detector_per_host_and_a_fallback(fitted: FleetModel) -> None:
+    assert sorted(fitted.hosts) == ["db-1", "web-1", "web-2"]
+    assert fitted.metrics == ["cpu", "memory", "disk", "load", "network_in", "network_out"]
+    assert fitted.fallback_ is not fitted.detectors_["web-1"]
+    info = fitted.version_info
+    assert info["name"] == fitted.name and info["family"] == fitted.family
+    assert info["versions"]["scikit-learn"]
+
+
+def test_score_output_contract_and_row_order(
+    fitted: FleetModel, split: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    _, valid = split
+    shuffled = valid.sample(frac=1.0, random_state=1)
+    out = fitted.score(shuffled, stateful=False)
+    assert list(out.columns) == list(SCORE_COLUMNS)
+    assert out.index.equals(shuffled.index)
+    assert out["score"].dtype == float and out["anomaly"].dtype == bool
+    ordered = fitted.score(valid, stateful=False)
+    np.testing.assert_allclose(out["score"].to_numpy(), ordered.loc[shuffled.index, "score"].to_numpy())
+    flagged = out[out["anomaly"]]
+    assert flagged["severity"].isin(["low", "medium", "high", "critical"]).all()
+    assert out.loc[~out["anomaly"], "severity"].isna().all()
+    assert set(out["contributions"].iloc[0]) == set(fitted.metrics)
+
+
+def test_unknown_host_uses_the_fallback(fitted: FleetModel, split: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    _, valid = split
+    stranger = valid[valid["host"] == "web-1"].head(50).assign(host="brand-new-1")
+    out = fitted.score(stranger, stateful=False)
+    assert len(out) == 50 and np.isfinite(out["score"]).all()
+    assert fitted.detector_for("brand-new-1") is fitted.fallback_
+
+
+def test_one_row_at_a_time_equals_batch(fitted: FleetModel, split: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    train, valid = split
+    rows = valid.sort_values(["timestamp", "host"]).head(60)
+    fitted.reset_state()
+    fitted.prime(train)
+    batch = fitted.score(rows)
+    fitted.reset_state()
+    fitted.prime(train)
+    single = pd.concat([fitted.score(rows.iloc[[i]]) for i in range(len(rows))])
+    fitted.reset_state()
+    np.testing.assert_allclose(single["score"].to_numpy(), batch["score"].to_numpy(), atol=1e-9)
+    assert single["anomaly"].tolist() == batch["anomaly"].tolist()
+
+
+def test_single_row_without_history_is_neutral_not_an_error(
+    fitted: FleetModel, split: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    _, valid = split
+    fitted.reset_state()
+    out = fitted.score(valid.head(1))
+    fitted.reset_state()
+    assert len(out) == 1 and np.isfinite(out["score"].iloc[0])
+
+
+def test_pickle_round_trip_scores_identically(
+    fitted: FleetModel, split: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    train, valid = split
+    fitted.prime(train)  # live state must not travel with the pickle
+    clone = cloudpickle.loads(cloudpickle.dumps(fitted))
+    fitted.reset_state()
+    assert clone._state == {}
+    a = fitted.score(valid, stateful=False)
+    b = clone.score(valid, stateful=False)
+    np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy())
+    clone.score(valid.head(3))  # the lock was re-created
+
+
+def test_bad_scoring_input(fitted: FleetModel) -> None:
+    with pytest.raises(InputError, match="host"):
+        fitted.score(pd.DataFrame({"timestamp": ["2024-03-05"], "cpu": [1.0]}))
+    with pytest.raises(InputError, match="non-numeric"):
+        fitted.score(pd.DataFrame({"timestamp": ["2024-03-05"], "host": ["web-1"], "cpu": ["hot"]}))
+    with pytest.raises(InputError, match="DataFrame"):
+        fitted.score([1, 2, 3])  # type: ignore[arg-type]
+    empty = fitted.score(pd.DataFrame(columns=["timestamp", "host", "cpu"]))
+    assert empty.empty and list(empty.columns) == list(SCORE_COLUMNS)
+
+
+def test_unfitted_fleet_model_raises() -> None:
+    with pytest.raises(ModelError):
+        make_candidate("robust_baseline").score(pd.DataFrame({"timestamp": [], "host": []}))
+
+
+def test_host_with_too_little_data_is_served_by_the_fallback(
+    split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    train, _ = split
+    tiny = pd.concat([train, train[train["host"] == "web-1"].head(5).assign(host="tiny-1")])
+    model = make_candidate("robust_baseline").fit(tiny)
+    assert "tiny-1" in model.skipped_hosts_
+    assert model.detector_for("tiny-1") is model.fallback_
+
+
+def test_fleet_get_params_are_flat(fitted: FleetModel) -> None:
+    params = fitted.get_params()
+    assert params["family"] == fitted.family
+    assert any(k.startswith("detector__") for k in params)
+    assert "alarm__cooldown" in params
+
+
+def test_empty_training_data_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="empty"):
+        FleetModel(make_candidate("robust_baseline").detector).fit(
+            pd.DataFrame(columns=["timestamp", "host", "cpu"])
+        )
