@@ -18,7 +18,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -66,8 +66,11 @@ def _floor(ts: datetime, step_seconds: int) -> datetime:
     return pd.Timestamp(ts).tz_convert("UTC").floor(f"{step_seconds}s").to_pydatetime()
 
 
-def current_state(source: MetricSource, rules: RuleSet, step_seconds: int) -> CurrentState:
-    """Newest sample per host and the threshold rules its values cross (cheap: one query)."""
+def current_state(source: MetricSource, rules: RuleSet | None, step_seconds: int) -> CurrentState:
+    """Newest sample per host and the threshold rules its values cross (cheap: one query).
+
+    ``rules=None`` (the rules file is broken) tests fresh samples only.
+    """
     from remediation.rules import ThresholdCondition
 
     frame = source.latest()
@@ -81,7 +84,7 @@ def current_state(source: MetricSource, rules: RuleSet, step_seconds: int) -> Cu
         latest[host] = max(latest.get(host, ts), ts)
         values[(host, str(row.metric))] = float(row.value)
     breaching = set()
-    for rule in rules.active:
+    for rule in rules.active if rules is not None else ():
         cond = rule.condition
         if not isinstance(cond, ThresholdCondition):
             continue
@@ -113,13 +116,19 @@ def pending_work(settings: Settings | None = None) -> dict[str, Any] | None:
 
     Synchronous (the trigger runs it in a thread); opens what it needs and closes it again.
     """
-    from remediation.rules import load_rules
+    from remediation.rules import RulesError, load_rules
     from smartcloudops.events import EventStore
     from smartcloudops.settings import get_settings
     from smartcloudops.sources import get_metric_source
 
     settings = settings or get_settings()
-    state = current_state(get_metric_source(settings), load_rules(settings.rules_file), settings.step_seconds)
+    try:
+        rules: RuleSet | None = load_rules(settings.rules_file)
+    except RulesError as exc:
+        # Keep sensing on fresh samples: the pass then fails visibly on the same error.
+        log.error("remediation rules are invalid; sensing fresh samples only: %s", exc)
+        rules = None
+    state = current_state(get_metric_source(settings), rules, settings.step_seconds)
     events = EventStore.from_settings(settings)
     try:
         cursor = events.get_state(CURSOR_KEY)
@@ -132,11 +141,22 @@ def pending_work(settings: Settings | None = None) -> dict[str, Any] | None:
 
 
 def latest_rows(metrics_long: pd.DataFrame) -> list[dict[str, Any]]:
-    """The newest complete-as-possible row per host, as scoring-API instances."""
+    """The newest row per host (its present metrics only), as scoring-API instances."""
+    return scoring_rows(metrics_long, rows_per_host=1)
+
+
+def scoring_rows(metrics_long: pd.DataFrame, rows_per_host: int | None = None) -> list[dict[str, Any]]:
+    """Rows per host, oldest first (all, or the newest ``rows_per_host``), as API instances.
+
+    Sending the recent window rather than only the newest row gives the model the context its
+    features need (deviation from the last hours) even right after the scoring service
+    started; the model re-scores timestamps it has seen instead of counting them twice.
+    """
     if metrics_long.empty:
         return []
-    wide = long_to_wide(normalize_long(metrics_long))
-    wide = wide.sort_values("timestamp").groupby("host", sort=True).tail(1)
+    wide = long_to_wide(normalize_long(metrics_long)).sort_values(["host", "timestamp"], kind="stable")
+    if rows_per_host is not None:
+        wide = wide.groupby("host", sort=True).tail(rows_per_host)
     instances = []
     for row in wide.to_dict("records"):
         values = {
@@ -251,10 +271,11 @@ def sense_and_act(
         # Observe first: anything that changes after this point is new work for the next pass.
         state = current_state(source, engine.rules, settings.step_seconds)
         end = now or utcnow()
-        start = end - engine.lookback
+        context = timedelta(minutes=settings.scoring_context_minutes)
+        start = end - max(engine.lookback, context)
         metrics = source.query_range(start, end, settings.step_seconds)
 
-        instances = latest_rows(metrics)
+        instances = scoring_rows(metrics)
         scoring, anomalies, model_version = "skipped: no samples", [], None
         if instances:
             score = scorer or http_scorer(
@@ -269,8 +290,11 @@ def sense_and_act(
             except (SourceError, ModelError, InputError) as exc:
                 # Threshold rules need no model: keep remediating while scoring is down.
                 scoring = f"unavailable: {exc}"
-                log.warning("scoring failed; running the rules without anomalies: %s", exc,
-                            extra={"stage": "sensor", "scoring_url": settings.scoring_url})
+                log.warning(
+                    "scoring failed; running the rules without anomalies: %s",
+                    exc,
+                    extra={"stage": "sensor", "scoring_url": settings.scoring_url},
+                )
         recorded = events.record_anomalies(anomalies)
         actions = engine.evaluate(metrics, anomalies, now=end)
         events.put_state(CURSOR_KEY, {**state.to_cursor(), "processed_at": end.isoformat()})
@@ -281,7 +305,8 @@ def sense_and_act(
     summary = {
         "window_start": start.isoformat(),
         "window_end": end.isoformat(),
-        "hosts": len(instances),
+        "hosts": len({i["host"] for i in instances}),
+        "rows_scored": len(instances),
         "scoring": scoring,
         "model_version": model_version,
         "anomalies": len(anomalies),
@@ -303,8 +328,14 @@ def sense_and_act(
     }
     log.info(
         "sensor pass",
-        extra={"stage": "sensor", "hosts": summary["hosts"], "scoring": scoring.split(":")[0],
-               "anomalies": len(anomalies), "actions": len(actions)},
+        extra={
+            "stage": "sensor",
+            "hosts": summary["hosts"],
+            "rows_scored": len(instances),
+            "scoring": scoring.split(":")[0],
+            "anomalies": len(anomalies),
+            "actions": len(actions),
+        },
     )
     return summary
 

@@ -88,7 +88,7 @@ class Anomaly:
         return data
 
 
-class ActionStatus(str, enum.Enum):
+class ActionStatus(enum.StrEnum):
     PENDING = "pending_approval"
     SUCCEEDED = "succeeded"
     FAILED = "failed"

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     scoring_host: str = "127.0.0.1"
     scoring_port: int = Field(default=8080, ge=1, le=65535)
     model_poll_seconds: float = Field(default=10.0, gt=0)
+    scoring_context_minutes: int = Field(
+        default=150,
+        ge=1,
+        le=24 * 60,
+        description="History the sensor sends per host with each pass: detectors judge the "
+        "newest samples against it (a freshly started scoring service has none of its own).",
+    )
 
     # -- act ------------------------------------------------------------------------------
     dry_run: bool = Field(default=True, description="Remediation only logs unless False.")

@@ -159,7 +159,9 @@ class FleetSimulator:
         self.schedule = schedule
         self.incidents_per_host_day = incidents_per_host_day
         self._state = _State()
-        self._state_mtime: float | None = None
+        # (mtime_ns, inode, size) of the state file last loaded. mtime alone is not enough:
+        # its clock ticks in milliseconds, so two replaces in one tick look like none.
+        self._state_mtime: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -174,9 +176,10 @@ class FleetSimulator:
 
     def _refresh(self) -> _State:
         try:
-            mtime = self.state_file.stat().st_mtime_ns
+            st = self.state_file.stat()
         except FileNotFoundError:
             return self._state
+        mtime = (st.st_mtime_ns, st.st_ino, st.st_size)
         with self._lock:
             if mtime != self._state_mtime:
                 try:
@@ -325,7 +328,9 @@ class FleetSimulator:
         when = _as_utc(at) if at is not None else utcnow()
         latest = self.latest(when, hosts=[host])
         values = dict(zip(latest["metric"], latest["value"], strict=True))
-        active = [i.kind for i in self.incidents(when - timedelta(days=1), when) if i.active_at(when) and i.host == host]
+        # ``incidents`` is half-open at the end; +1 µs keeps one starting exactly at ``when``.
+        window = self.incidents(when - timedelta(days=7), when + timedelta(microseconds=1))
+        active = [i.kind for i in window if i.active_at(when) and i.host == host]
         checks = {
             "cpu_below_90": values["cpu"] < 90,
             "memory_below_90": values["memory"] < 90,
@@ -343,6 +348,9 @@ class FleetSimulator:
 
     def _host_values(self, host: str, times: pd.DatetimeIndex) -> dict[str, np.ndarray]:
         profile = ROLE_PROFILES[role_of(host)]
+        # pandas 3 keeps a Python datetime's microsecond unit; asi8 must be nanoseconds below,
+        # else a "minute" lasts 1000 minutes and the noise stands still for 16 hours.
+        times = pd.DatetimeIndex(times).as_unit("ns")
         minutes = (times.asi8 // 60_000_000_000).astype(np.int64)
         hour = np.asarray(times.hour + times.minute / 60.0, dtype=float)
         day_index = (times.asi8 / 86_400e9).astype(float)
@@ -372,7 +380,7 @@ class FleetSimulator:
             elapsed = (times[mask] - inc.start).total_seconds().to_numpy() / 60.0
             length = max((inc.end - inc.start).total_seconds() / 60.0, 1.0)
             if inc.kind == "cpu_hog":
-                cpu[mask] = 95.0 + 2.0 * noise("cpu_hog")[mask]
+                cpu[mask] = 97.0 + 1.0 * np.clip(noise("cpu_hog")[mask], -2.5, 2.5)
             elif inc.kind == "memory_leak":
                 ramp = np.minimum(elapsed / max(length * 0.6, 1.0), 1.0)
                 memory[mask] = memory[mask] + (97.0 - memory[mask]) * ramp
@@ -447,14 +455,27 @@ class FleetSimulator:
 
     def labels(self, start: datetime, end: datetime) -> dict[str, list[list[str]]]:
         """NAB-format windows keyed ``host/metric`` for every incident in the range."""
-        windows: dict[str, list[list[str]]] = {
+        spans: dict[str, list[tuple[datetime, datetime]]] = {
             f"{h}/{m}": [] for h in self.hosts for m in CANONICAL_METRICS
         }
         for inc in self.incidents(start, end):
+            if inc.end <= inc.start:
+                continue  # cured by a restart at the instant it began: nothing to label
             for metric in INCIDENT_METRICS[inc.kind]:
-                windows[f"{inc.host}/{metric}"].append(
-                    [inc.start.strftime(NAB_TIME_FORMAT), inc.end.strftime(NAB_TIME_FORMAT)]
-                )
+                spans[f"{inc.host}/{metric}"].append((inc.start, inc.end))
+        # NAB windows of one series never overlap; two incidents disturbing the same series at
+        # once are one event for the evaluation (else one alarm would "find" two windows).
+        windows: dict[str, list[list[str]]] = {}
+        for key, items in spans.items():
+            merged: list[list[datetime]] = []
+            for begin, finish in sorted(items):
+                if merged and begin <= merged[-1][1]:
+                    merged[-1][1] = max(merged[-1][1], finish)
+                else:
+                    merged.append([begin, finish])
+            windows[key] = [
+                [b.strftime(NAB_TIME_FORMAT), f.strftime(NAB_TIME_FORMAT)] for b, f in merged
+            ]
         return windows
 
     def write_labels(self, start: datetime, end: datetime, path: Path | None = None) -> Path:
@@ -542,9 +563,19 @@ class ExporterGroup:
         for offset, host in enumerate(sim.hosts):
             exporter = _HostExporter(sim, host)
             port = base_port + offset if base_port else 0
-            server = ThreadingHTTPServer((bind, port), _handler_for(exporter))
+            try:
+                server = ThreadingHTTPServer((bind, port), _handler_for(exporter))
+            except OSError:
+                self.stop()  # do not leak the servers already started (port taken, ...)
+                raise
             server.daemon_threads = True
-            thread = threading.Thread(target=server.serve_forever, name=f"exporter-{host}", daemon=True)
+            # a short poll interval keeps stop() quick: shutdown() waits for the next poll
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name=f"exporter-{host}",
+                daemon=True,
+            )
             thread.start()
             self._servers.append(server)
             self._threads.append(thread)
@@ -561,11 +592,18 @@ class ExporterGroup:
 
 def _handler_for(exporter: _HostExporter) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:  # http.server's naming
             if self.path.split("?", 1)[0] == "/metrics":
-                body = exporter.render().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                try:
+                    body = exporter.render().encode()
+                except (StoreError, OSError, ValueError) as exc:
+                    # e.g. an unreadable state file: answer the scrape, do not drop the socket
+                    body = json.dumps({"error": {"code": "simulator_error", "message": str(exc)}}).encode()
+                    self.send_response(500)
+                    self.send_header("Content-Type", "application/json")
+                else:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain; version=0.0.4")
             elif self.path == "/healthz":
                 body = b'{"status": "ok"}'
                 self.send_response(200)

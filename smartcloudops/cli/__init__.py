@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("demo", commands.cmd_demo, "One end-to-end pass of the loop on the embedded default.")
-    p.add_argument("--days", type=_positive_float, default=3.0, help="days of history to backfill (default 3)")
+    p.add_argument(
+        "--days", type=_positive_float, default=3.0, help="days of history to backfill (default 3)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the demo's state directory from earlier runs")
 
     p = add("up", commands.cmd_up, "Start the long-running stack in the background.")
@@ -72,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--serve", action="store_true", help="serve one /metrics target per host until stopped")
     mode.add_argument("--history-days", type=_positive_float, help="write N days of history now (instant)")
-    mode.add_argument("--inject", metavar="KIND", help="inject an incident: cpu_hog, memory_leak, disk_fill, network_flood")
+    mode.add_argument(
+        "--inject", metavar="KIND", help="inject an incident: cpu_hog, memory_leak, disk_fill, network_flood"
+    )
     p.add_argument("--host", help="host for --inject")
     p.add_argument("--duration", type=_positive_float, default=30.0, help="incident minutes (default 30)")
     p.add_argument("--output", help="file for --history-days (.csv or .parquet)")
@@ -90,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("detect", commands.cmd_detect, "Score one timestamp,value series from a CSV file.")
     p.add_argument("--input", required=True, help="CSV with columns timestamp,value")
     p.add_argument("--output", required=True, help="CSV to write: input rows + score,is_anomaly")
-    p.add_argument("--train-fraction", type=_fraction, default=0.15, help="leading share used to fit (default 0.15)")
+    p.add_argument(
+        "--train-fraction", type=_fraction, default=0.15, help="leading share used to fit (default 0.15)"
+    )
 
     p = add("serve", commands.cmd_serve, "Run the scoring service.")
     p.add_argument("--host", default=None, help="bind address (default settings.scoring_host)")
@@ -104,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
 
     p = add("remediate", commands.cmd_remediate, "Run the sensor and rule engine once (or in a loop).")
-    p.add_argument("--loop", type=_positive_float, metavar="SECONDS", help="repeat every SECONDS until stopped")
+    p.add_argument(
+        "--loop", type=_positive_float, metavar="SECONDS", help="repeat every SECONDS until stopped"
+    )
     p.add_argument("--execute", action="store_true", help="act for real (default: settings.dry_run)")
 
     add("status", commands.cmd_status, "Show services, model champion, recent anomalies and actions.")

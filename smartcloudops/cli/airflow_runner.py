@@ -61,17 +61,20 @@ def airflow_home(settings: Settings) -> Path:
     return (settings.home / "airflow").resolve()
 
 
-def airflow_env(settings: Settings, *, quiet: bool = True, parallelism: int = 2) -> dict[str, str]:
+def airflow_env(
+    settings: Settings, *, quiet: bool = True, parallelism: int = 2, api_port: int | None = None
+) -> dict[str, str]:
     """The environment an embedded Airflow needs (for this process or a child process).
 
     ``quiet`` keeps Airflow's own log lines (INFO chatter of every task run) off the console;
-    errors still show. Long-running services (``make up``) pass ``quiet=False``.
+    errors still show. Long-running services (``airflow standalone`` for ``make up``) pass
+    ``quiet=False`` and ``api_port``: workers then reach the execution API on that port (its
+    default is localhost:8080, here the scoring service's port), and ``PATH`` starts with the
+    venv's ``bin/`` because ``airflow standalone`` starts its components as ``airflow ...`` by name.
     """
     home = Path(os.environ.get("AIRFLOW_HOME") or airflow_home(settings))
-    python_path = os.pathsep.join(
-        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-    )
-    return {
+    python_path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -91,6 +94,17 @@ def airflow_env(settings: Settings, *, quiet: bool = True, parallelism: int = 2)
         # NOTES.md: without it litellm's import can deadlock MLflow (no internet here).
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
+    if api_port is not None:
+        env.update(
+            {
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(api_port),
+                "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+                "PATH": os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))),
+            }
+        )
+    return env
 
 
 def configure_environment(
@@ -111,6 +125,7 @@ def configure_environment(
     # This process already has its settings; pinning SMARTCLOUDOPS_HOME here would stop a
     # later change of the environment (a test, the demo) from reaching the in-process tasks.
     wanted.pop("SMARTCLOUDOPS_HOME")
+    wanted.pop("PATH", None)
     effective: dict[str, str] = {}
     for key, value in wanted.items():
         if key in _FORCED:
@@ -305,9 +320,14 @@ def run_dag_outcome(
     log.log(
         level,
         "dag run finished",
-        extra={"dag_id": dag_id, "run_id": dag_run.run_id, "state": state, "seconds": round(seconds, 3),
-               "logical_date": logical_date.isoformat(),
-               "failed_tasks": sorted(k for k, v in task_states.items() if v not in ("success", "skipped"))},
+        extra={
+            "dag_id": dag_id,
+            "run_id": dag_run.run_id,
+            "state": state,
+            "seconds": round(seconds, 3),
+            "logical_date": logical_date.isoformat(),
+            "failed_tasks": sorted(k for k, v in task_states.items() if v not in ("success", "skipped")),
+        },
     )
     return outcome
 

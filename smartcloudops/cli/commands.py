@@ -93,8 +93,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     # default and --serve: live exporters until stopped
     port = args.port or settings.sim_port
     group = serve_exporters(sim, host=args.bind, base_port=port)
-    say(f"simulator: {len(group.targets)} node_exporter-style targets: " + ", ".join(
-        f"{h}=http://{t}/metrics" for h, t in zip(group.hosts, group.targets, strict=True)))
+    say(
+        f"simulator: {len(group.targets)} node_exporter-style targets: "
+        + ", ".join(f"{h}=http://{t}/metrics" for h, t in zip(group.hosts, group.targets, strict=True))
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

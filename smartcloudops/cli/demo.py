@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ SEED_QUESTIONS = (
 INCIDENT_HOST = "web-1"
 
 
-class DemoFailure(RuntimeError):
+class DemoError(RuntimeError):
     pass
 
 
@@ -99,7 +100,7 @@ def run_demo(days: float = 3.0, keep: bool = False) -> int:
     print(f"SmartCloudOps AI demo — state in {home}")
     try:
         _run(settings, token, days, report, pm)
-    except DemoFailure as exc:
+    except DemoError as exc:
         print(f"\nDEMO FAILED: {exc}")
         return 1
     finally:
@@ -112,7 +113,10 @@ def run_demo(days: float = 3.0, keep: bool = False) -> int:
         print(f"  - {line}")
     print(f"  - total time {time.monotonic() - report.started:.0f}s")
     print("\nWhere to look next:")
-    print(f"  audit log      {settings.audit_dir}  (verify: smartcloudops audit verify --dir {settings.audit_dir})")
+    print(
+        f"  audit log      {settings.audit_dir}\n"
+        f"                 verify it: smartcloudops audit verify --dir {settings.audit_dir}"
+    )
     print(f"  JSON logs      {settings.log_dir}")
     print(f"  MLflow UI      {venv_bin('mlflow')} ui --backend-store-uri {settings.resolved_tracking_uri}")
     print("  the live stack make up   (Airflow UI, MLflow UI, scoring, ChatOps, simulator, Prometheus)")
@@ -136,59 +140,91 @@ def _run(settings: Settings, token: str, days: float, report: DemoReport, pm: Pr
 
     def progress(done: int, total: int, outcome: Any) -> None:
         end = "\n" if done == total else ""
-        print(f"\r    metrics_extract run {done}/{total} ({outcome.logical_date:%Y-%m-%d %H:%M}) {outcome.state}",
-              end=end, flush=True)
+        print(
+            f"\r    metrics_extract run {done}/{total} "
+            f"({outcome.logical_date:%Y-%m-%d %H:%M}) {outcome.state}",
+            end=end,
+            flush=True,
+        )
 
-    states = _timed(report, "backfill", lambda: airflow_runner.run_many("metrics_extract", dates, progress=progress))
+    states = _timed(
+        report, "backfill", lambda: airflow_runner.run_many("metrics_extract", dates, progress=progress)
+    )
     failed = [d for d, s in zip(dates, states, strict=True) if s != "success"]
     if failed:
-        raise DemoFailure(f"metrics_extract failed for {len(failed)} intervals, first {failed[0]}")
+        raise DemoError(f"metrics_extract failed for {len(failed)} intervals, first {failed[0]}")
     from smartcloudops.store import get_metric_store
 
     partitions = get_metric_store(settings).partitions()
     report.keep(f"metric store: {len(partitions)} hour partitions under {settings.metrics_dir}")
 
     report.step("Learn: train_validate_deploy (Isolation Forest, Prophet, challenger → MLflow, F1 gate)")
-    state = _timed(report, "training DAG", lambda: airflow_runner.run_dag("train_validate_deploy", end_hour))
+    state = _timed(
+        report, "training DAG", lambda: airflow_runner.run_dag("train_validate_deploy", end_hour, retries=0)
+    )
     if state != "success":
-        raise DemoFailure(f"train_validate_deploy ended {state}; see {settings.log_dir}")
+        raise DemoError(f"train_validate_deploy ended {state}; see {settings.log_dir}")
     champion = _print_training(settings, report)
 
     report.step("Detect: starting the scoring service on the champion")
     cli = venv_bin("smartcloudops")
-    scoring = pm.start("scoring", [cli, "serve", "--port", str(settings.scoring_port)], url=settings.scoring_url)
+    scoring = pm.start(
+        "scoring", [cli, "serve", "--port", str(settings.scoring_port)], url=settings.scoring_url
+    )
     pm.wait_http(scoring, "/readyz", timeout=90, ok=lambda status: status == 200)
     report.note(f"scoring service ready at {settings.scoring_url}")
 
     report.step(f"Act: a cpu_hog incident on {INCIDENT_HOST}, already 5 minutes old")
     sim = FleetSimulator.from_settings(settings)
-    incident = sim.inject("cpu_hog", INCIDENT_HOST, start=datetime.now(UTC) - timedelta(minutes=5), duration_minutes=60)
-    report.note(f"injected {incident.incident_id}; cpu on {INCIDENT_HOST} now {sim.health(INCIDENT_HOST)['values']['cpu']:.1f}%")
-    state = _timed(report, "anomaly_sensor DAG run", lambda: airflow_runner.run_dag("anomaly_sensor", datetime.now(UTC)))
+    incident = sim.inject(
+        "cpu_hog", INCIDENT_HOST, start=datetime.now(UTC) - timedelta(minutes=5), duration_minutes=60
+    )
+    report.note(
+        f"injected {incident.incident_id}; "
+        f"cpu on {INCIDENT_HOST} now {sim.health(INCIDENT_HOST)['values']['cpu']:.1f}%"
+    )
+    state = _timed(
+        report,
+        "anomaly_sensor DAG run",
+        lambda: airflow_runner.run_dag("anomaly_sensor", datetime.now(UTC), retries=0),
+    )
     if state != "success":
-        raise DemoFailure(f"anomaly_sensor ended {state}")
+        raise DemoError(f"anomaly_sensor ended {state}")
     events = EventStore.from_settings(settings)
     anomalies = events.recent_anomalies(limit=20, since=now - timedelta(minutes=30))
     actions = events.actions(limit=10, since=now - timedelta(minutes=30))
     events.close()
-    report.keep(f"anomalies found by the champion in the last run: {len(anomalies)}"
-                + (f" (e.g. {anomalies[0].host} score {anomalies[0].score:.2f}, {anomalies[0].severity})" if anomalies else ""))
+    report.keep(
+        f"anomalies found by the champion in the last run: {len(anomalies)}"
+        + (
+            f" (e.g. {anomalies[0].host} score {anomalies[0].score:.2f}, {anomalies[0].severity})"
+            if anomalies
+            else ""
+        )
+    )
     if not actions:
-        raise DemoFailure("the cpu rule did not start any remediation action")
+        raise DemoError("the cpu rule did not start any remediation action")
     for action in actions:
-        report.keep(f"remediation: {action.action} on {action.instance} by rule {action.rule} → {action.result.value}"
-                    f" ({action.detail or 'no detail'})")
+        report.keep(
+            f"remediation: {action.action} on {action.instance} by rule {action.rule} → {action.result.value}"
+            f" ({action.detail or 'no detail'})"
+        )
     audit_files = sorted(settings.audit_dir.glob("remediation-*.jsonl"))
     if not audit_files:
-        raise DemoFailure(f"no audit record in {settings.audit_dir}")
+        raise DemoError(f"no audit record in {settings.audit_dir}")
     report.keep(f"audit: {sum(1 for f in audit_files for _ in f.open())} record(s) in {audit_files[-1]}")
     health = sim.health(INCIDENT_HOST)
-    report.keep(f"after remediation {INCIDENT_HOST} cpu is {health['values']['cpu']:.1f}% "
-                f"({'healthy' if health['healthy'] else 'still unhealthy'})")
+    report.keep(
+        f"after remediation {INCIDENT_HOST} cpu is {health['values']['cpu']:.1f}% "
+        f"({'healthy' if health['healthy'] else 'still unhealthy'})"
+    )
 
     report.step("Explain: ChatOps answers the three seed questions from live data")
-    chatops = pm.start("chatops", [cli, "chatops", "--port", str(settings.chatops_port), "--workers", "1"],
-                       url=f"http://127.0.0.1:{settings.chatops_port}")
+    chatops = pm.start(
+        "chatops",
+        [cli, "chatops", "--port", str(settings.chatops_port), "--workers", "1"],
+        url=f"http://127.0.0.1:{settings.chatops_port}",
+    )
     pm.wait_http(chatops, "/healthz", timeout=60, ok=lambda status: status == 200)
     for question in SEED_QUESTIONS:
         response = httpx.post(
@@ -198,7 +234,7 @@ def _run(settings: Settings, token: str, days: float, report: DemoReport, pm: Pr
             timeout=30,
         )
         if response.status_code != 200:
-            raise DemoFailure(f"ChatOps answered {response.status_code} to {question!r}: {response.text[:300]}")
+            raise DemoError(f"ChatOps answered {response.status_code} to {question!r}: {response.text[:300]}")
         body = response.json()
         print(f"\n    Q: {question}\n    intent: {body['intent']} {body['params']}")
         for line in str(body["answer"]).splitlines()[:8]:
@@ -213,8 +249,10 @@ def _print_training(settings: Settings, report: DemoReport) -> str:
     client = MlflowClient(tracking_uri=settings.resolved_tracking_uri)
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
     if experiment is None:
-        raise DemoFailure(f"no MLflow experiment {settings.mlflow_experiment!r} after training")
-    runs = client.search_runs([experiment.experiment_id], order_by=["attribute.start_time DESC"], max_results=10)
+        raise DemoError(f"no MLflow experiment {settings.mlflow_experiment!r} after training")
+    runs = client.search_runs(
+        [experiment.experiment_id], order_by=["attribute.start_time DESC"], max_results=10
+    )
     seen: set[str] = set()
     for run in runs:
         name = run.data.tags.get("candidate") or run.data.tags.get("mlflow.runName", run.info.run_id[:8])
@@ -223,16 +261,20 @@ def _print_training(settings: Settings, report: DemoReport) -> str:
         seen.add(name)
         m = run.data.metrics
         report.keep(
-            f"{name:<18} event-F1 {m.get('event_f1', float('nan')):.3f}  point-F1 {m.get('point_f1', float('nan')):.3f}  "
-            f"FP/day {m.get('fp_per_day', float('nan')):.2f}  trained in {m.get('train_seconds', float('nan')):.1f}s"
+            f"{name:<18} event-F1 {m.get('event_f1', nan):.3f}  point-F1 {m.get('point_f1', nan):.3f}  "
+            f"FP/day {m.get('fp_per_day', nan):.2f}  trained in {m.get('train_seconds', nan):.1f}s"
         )
     try:
         version = client.get_model_version_by_alias(settings.registered_model, "champion")
     except Exception as exc:  # MLflow raises its own RestException for a missing alias
-        raise DemoFailure(f"no champion after training: {exc}") from exc
+        raise DemoError(f"no champion after training: {exc}") from exc
     run = client.get_run(version.run_id) if version.run_id else None
     name = (run.data.tags.get("candidate") if run else None) or "?"
     f1 = run.data.metrics.get("event_f1") if run else None
-    text = f"{settings.registered_model} v{version.version} ({name}, event-F1 {f1:.3f})" if f1 is not None else f"v{version.version}"
+    text = (
+        f"{settings.registered_model} v{version.version} ({name}, event-F1 {f1:.3f})"
+        if f1 is not None
+        else f"v{version.version}"
+    )
     report.note(f"champion → {text}")
     return text

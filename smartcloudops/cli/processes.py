@@ -91,14 +91,18 @@ class ProcessManager:
         self.services.append(service)
         return service
 
-    def wait_http(self, service: Service, path: str = "", timeout: float = 60.0, ok: Callable[[int], bool] | None = None) -> None:
+    def wait_http(
+        self, service: Service, path: str = "", timeout: float = 60.0, ok: Callable[[int], bool] | None = None
+    ) -> None:
         """Wait until ``service.url + path`` answers (any status accepted by ``ok``)."""
         accept = ok or (lambda status: status < 500)
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
             if not _alive(service.pid):
-                raise RuntimeError(f"{service.name} exited during start; see {service.log}:\n{_tail(service.log)}")
+                raise RuntimeError(
+                    f"{service.name} exited during start; see {service.log}:\n{_tail(service.log)}"
+                )
             try:
                 response = httpx.get(f"{service.url}{path}", timeout=2.0)
                 if accept(response.status_code):
@@ -107,7 +111,10 @@ class ProcessManager:
             except httpx.HTTPError as exc:
                 last = type(exc).__name__
             time.sleep(0.5)
-        raise RuntimeError(f"{service.name} did not answer at {service.url}{path} within {timeout:.0f}s ({last}); see {service.log}")
+        raise RuntimeError(
+            f"{service.name} did not answer at {service.url}{path} within {timeout:.0f}s ({last}); "
+            f"see {service.log}"
+        )
 
     def stop_all(self, timeout: float = 15.0) -> list[int]:
         """Stop every service started by this stack; return the pids that would not die."""

@@ -8,7 +8,14 @@ import secrets
 import shutil
 from pathlib import Path
 
-from smartcloudops.cli.processes import ProcessManager, free_port, port_open, read_pid_files, stop_stack, venv_bin
+from smartcloudops.cli.processes import (
+    ProcessManager,
+    free_port,
+    port_open,
+    read_pid_files,
+    stop_stack,
+    venv_bin,
+)
 from smartcloudops.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +29,9 @@ def _stack_id(settings: Settings) -> str:
     return str(settings.home.resolve())
 
 
-def prometheus_config(sim_targets: list[tuple[str, str]], node_exporter: str | None, extra: dict[str, str]) -> str:
+def prometheus_config(
+    sim_targets: list[tuple[str, str]], node_exporter: str | None, extra: dict[str, str]
+) -> str:
     """A scrape config equal in shape to deploy/prometheus/prometheus.yml, for local ports."""
     lines = [
         "global:",
@@ -69,7 +78,9 @@ def stack_up(settings: Settings, airflow: bool = True) -> int:
 
     env = {
         "SMARTCLOUDOPS_HOME": str(home),
-        "SMARTCLOUDOPS_CHATOPS_TOKENS": token if settings.chatops_tokens is None else settings.chatops_tokens.get_secret_value(),
+        "SMARTCLOUDOPS_CHATOPS_TOKENS": token
+        if settings.chatops_tokens is None
+        else settings.chatops_tokens.get_secret_value(),
         "PATH": f"{Path(venv_bin('python')).parent}:{os.environ.get('PATH', '')}",
     }
     pm = ProcessManager(run_dir, stack_id)
@@ -79,45 +90,85 @@ def stack_up(settings: Settings, airflow: bool = True) -> int:
         sim = pm.start("simulator", [cli, "simulate", "--serve", "--port", str(settings.sim_port)], env)
         sim.url = f"http://127.0.0.1:{settings.sim_port}"
         pm.wait_http(sim, "/metrics", timeout=30)
-        urls["simulator"] = f"http://127.0.0.1:{settings.sim_port}/metrics (one port per host from {settings.sim_port})"
+        urls["simulator"] = (
+            f"http://127.0.0.1:{settings.sim_port}/metrics (one port per host from {settings.sim_port})"
+        )
 
         mlflow_port = 5000 if not port_open(5000) else free_port()
         artifacts = settings.mlflow_artifact_root
         artifacts.mkdir(parents=True, exist_ok=True)
         mlflow = pm.start(
             "mlflow",
-            [venv_bin("mlflow"), "server", "--backend-store-uri", settings.resolved_tracking_uri,
-             "--default-artifact-root", artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(mlflow_port),
-             "--workers", "1"],
+            [
+                venv_bin("mlflow"),
+                "server",
+                "--backend-store-uri",
+                settings.resolved_tracking_uri,
+                "--default-artifact-root",
+                artifacts.as_uri(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+            ],
             env,
             url=f"http://127.0.0.1:{mlflow_port}",
         )
-        scoring = pm.start("scoring", [cli, "serve", "--port", str(settings.scoring_port)], env,
-                           url=f"http://127.0.0.1:{settings.scoring_port}")
-        chatops = pm.start("chatops", [cli, "chatops", "--port", str(settings.chatops_port)], env,
-                           url=f"http://127.0.0.1:{settings.chatops_port}")
+        scoring = pm.start(
+            "scoring",
+            [cli, "serve", "--port", str(settings.scoring_port)],
+            env,
+            url=f"http://127.0.0.1:{settings.scoring_port}",
+        )
+        chatops = pm.start(
+            "chatops",
+            [cli, "chatops", "--port", str(settings.chatops_port)],
+            env,
+            url=f"http://127.0.0.1:{settings.chatops_port}",
+        )
 
         node_bin = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
         prom_bin = shutil.which("prometheus")
         node_target = None
         if node_bin:
             node_port = 9100 if not port_open(9100) else free_port()
-            node = pm.start("node_exporter", [node_bin, f"--web.listen-address=127.0.0.1:{node_port}",
-                                              "--no-collector.systemd"], env, url=f"http://127.0.0.1:{node_port}")
+            node = pm.start(
+                "node_exporter",
+                [node_bin, f"--web.listen-address=127.0.0.1:{node_port}", "--no-collector.systemd"],
+                env,
+                url=f"http://127.0.0.1:{node_port}",
+            )
             node_target = f"127.0.0.1:{node_port}"
             urls["node_exporter"] = f"{node.url}/metrics"
         if prom_bin:
             prom_port = 9090 if not port_open(9090) else free_port()
             config = run_dir / "prometheus.yml"
-            sim_targets = [(h, f"127.0.0.1:{settings.sim_port + i}") for i, h in enumerate(settings.host_list)]
-            config.write_text(prometheus_config(
-                sim_targets, node_target,
-                {"scoring": f"127.0.0.1:{settings.scoring_port}", "chatops": f"127.0.0.1:{settings.chatops_port}"},
-            ))
-            prom = pm.start("prometheus", [prom_bin, f"--config.file={config}",
-                                           f"--storage.tsdb.path={home / 'prometheus'}",
-                                           f"--web.listen-address=127.0.0.1:{prom_port}"], env,
-                            url=f"http://127.0.0.1:{prom_port}")
+            sim_targets = [
+                (h, f"127.0.0.1:{settings.sim_port + i}") for i, h in enumerate(settings.host_list)
+            ]
+            config.write_text(
+                prometheus_config(
+                    sim_targets,
+                    node_target,
+                    {
+                        "scoring": f"127.0.0.1:{settings.scoring_port}",
+                        "chatops": f"127.0.0.1:{settings.chatops_port}",
+                    },
+                )
+            )
+            prom = pm.start(
+                "prometheus",
+                [
+                    prom_bin,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={home / 'prometheus'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                ],
+                env,
+                url=f"http://127.0.0.1:{prom_port}",
+            )
             urls["prometheus"] = prom.url or ""
         else:
             urls["prometheus"] = "not installed (apt-get install prometheus prometheus-node-exporter)"
@@ -125,20 +176,21 @@ def stack_up(settings: Settings, airflow: bool = True) -> int:
         airflow_login = None
         if airflow:
             airflow_port = 8081 if not port_open(8081) else free_port()
+            from smartcloudops.cli.airflow_runner import airflow_env
+
             airflow_home = home / "airflow"
-            airflow_env = {
+            airflow_environment = {
                 **env,
-                "AIRFLOW_HOME": str(airflow_home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                # NOTES.md: the default parallelism starts 32 workers on 2 cores.
-                "AIRFLOW__CORE__PARALLELISM": "4",
-                "AIRFLOW__API__PORT": str(airflow_port),
+                **airflow_env(settings, quiet=False, parallelism=4, api_port=airflow_port),
                 "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                "AIRFLOW__API__WORKERS": "1",
             }
-            af = pm.start("airflow", [venv_bin("airflow"), "standalone"], airflow_env,
-                          url=f"http://127.0.0.1:{airflow_port}")
+            af = pm.start(
+                "airflow",
+                [venv_bin("airflow"), "standalone"],
+                airflow_environment,
+                url=f"http://127.0.0.1:{airflow_port}",
+            )
             pm.wait_http(af, "/api/v2/monitor/health", timeout=240)
             urls["airflow"] = af.url or ""
             password_file = airflow_home / "simple_auth_manager_passwords.json.generated"
@@ -163,7 +215,10 @@ def stack_up(settings: Settings, airflow: bool = True) -> int:
     if airflow_login:
         for user, password in airflow_login.items():
             print(f"  airflow login  {user} / {password}")
-    print(f"  chatops token  stored in {token_file if settings.chatops_tokens is None else 'SMARTCLOUDOPS_CHATOPS_TOKENS'}")
+    print(
+        "  chatops token  stored in "
+        + (str(token_file) if settings.chatops_tokens is None else "SMARTCLOUDOPS_CHATOPS_TOKENS")
+    )
     print(f"  state + logs   {home}  (service logs in {run_dir})")
     print("stop it with: make down")
     return 0

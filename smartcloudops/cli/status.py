@@ -22,7 +22,10 @@ def _probe(url: str) -> str:
 def print_status(settings: Settings) -> int:
     print(f"home            {settings.home.resolve()}")
     print(f"metric source   {settings.prometheus_url or 'fleet simulator (embedded)'}")
-    print(f"metric store    {'s3://' + settings.metrics_bucket if settings.metrics_bucket else settings.metrics_dir}")
+    print(
+        "metric store    "
+        + (f"s3://{settings.metrics_bucket}" if settings.metrics_bucket else str(settings.metrics_dir))
+    )
     print(f"remediation     {'DRY-RUN' if settings.dry_run else 'acting'}")
     print(f"scoring         {settings.scoring_url}: {_probe(settings.scoring_url + '/readyz')}")
     chatops = f"http://{settings.chatops_host}:{settings.chatops_port}"
@@ -35,7 +38,7 @@ def print_status(settings: Settings) -> int:
         f1 = client.get_run(version.run_id).data.metrics.get("event_f1") if version.run_id else None
         f1_text = f", event-F1 {f1:.3f}" if f1 is not None else ""
         print(f"champion        {settings.registered_model} v{version.version}{f1_text}")
-    except Exception as exc:  # any MLflow failure is reported, not raised: status must always print
+    except Exception as exc:  # noqa: BLE001 - any MLflow failure is reported, not raised: status must always print
         print(f"champion        none ({str(exc).splitlines()[0][:100]})")
     try:
         from smartcloudops.events import EventStore
@@ -47,7 +50,10 @@ def print_status(settings: Settings) -> int:
         events.close()
         print(f"last 24 h       {len(anomalies)} anomalies, {len(actions)} remediation actions")
         for action in actions[:5]:
-            print(f"  {action.timestamp:%H:%M:%S} {action.action} {action.instance} {action.result.value} ({action.rule})")
+            print(
+                f"  {action.timestamp:%H:%M:%S} {action.action} {action.instance} "
+                f"{action.result.value} ({action.rule})"
+            )
     except SmartCloudOpsError as exc:
         print(f"events          unavailable ({exc})")
     return 0
