@@ -236,6 +236,36 @@ def to_anomalies(
 # -- one pass ----------------------------------------------------------------------------------
 
 
+def _unseen(
+    results: Sequence[Mapping[str, Any]],
+    instances: Sequence[Mapping[str, Any]],
+    cursor: Mapping[str, Any] | None,
+) -> list[Mapping[str, Any]]:
+    """Results worth recording: rows newer than the last pass saw, and each host's newest row.
+
+    The context rows sent for the model's sake were judged by earlier passes; recording their
+    flags again would turn one incident into a stream of anomalies.
+    """
+    seen = {h: pd.Timestamp(t) for h, t in ((cursor or {}).get("latest") or {}).items()}
+    newest: dict[str, pd.Timestamp] = {}
+    for inst in instances:
+        ts = pd.Timestamp(inst["timestamp"])
+        host = str(inst["host"])
+        newest[host] = max(newest.get(host, ts), ts)
+    keep = []
+    for result in results:
+        host = str(result.get("host"))
+        try:
+            ts = pd.Timestamp(result.get("timestamp"))
+        except (TypeError, ValueError):
+            keep.append(result)  # to_anomalies reports the malformed row
+            continue
+        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
+        if ts == newest.get(host) or (host in seen and ts > seen[host]):
+            keep.append(result)
+    return keep
+
+
 def sense_and_act(
     settings: Settings | None = None,
     *,
@@ -283,7 +313,7 @@ def sense_and_act(
             )
             try:
                 results = score(instances)
-                anomalies = to_anomalies(results, instances)
+                anomalies = to_anomalies(_unseen(results, instances, events.get_state(CURSOR_KEY)), instances)
                 scoring = "ok"
                 versions = [str(r["model_version"]) for r in results if r.get("model_version")]
                 model_version = versions[0] if versions else None

@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,17 @@ def _digest(record: Mapping[str, Any]) -> str:
     body = {k: v for k, v in record.items() if k != "hash"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return _as_utc(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+    except ValueError:
+        return None
 
 
 def day_files(directory: Path) -> list[Path]:
@@ -114,7 +125,14 @@ class AuditLog:
         with self._locked():
             path = self._path_for(now)
             self._repair_torn_tail(path)
-            entry = {k: v for k, v in record.items() if k not in ("hash", "prev_hash")}
+            try:
+                # Round-trip through JSON first, so the hash covers exactly the bytes written
+                # and read back (datetimes become strings, tuples lists, keys strings).
+                entry = json.loads(json.dumps(
+                    {k: v for k, v in record.items() if k not in ("hash", "prev_hash")}, default=str
+                ))
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"audit record is not JSON-serialisable: {exc}") from exc
             entry["prev_hash"] = self._last_hash()
             entry["hash"] = _digest(entry)
             line = (json.dumps(entry, sort_keys=True, default=str) + "\n").encode()
@@ -136,6 +154,7 @@ class AuditLog:
                 path.unlink(missing_ok=True)
 
     def records(self, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+        floor = _as_utc(since) if since is not None else None
         for path in day_files(self.directory):
             with open(path, encoding="utf-8", errors="replace") as fh:
                 for line in fh:
@@ -145,8 +164,14 @@ class AuditLog:
                         record = json.loads(line)
                     except ValueError:
                         continue
-                    if since is not None and str(record.get("timestamp", "")) < since.isoformat():
+                    if not isinstance(record, dict):
                         continue
+                    if floor is not None:
+                        # Compare instants, not strings: "2024-05-01 10:00:00+00:00" (a
+                        # datetime written with str()) sorts before "2024-05-01T09:00:00".
+                        when = _parse_time(record.get("timestamp"))
+                        if when is None or when < floor:
+                            continue
                     yield record
 
 
@@ -176,13 +201,19 @@ def verify_audit(directory: Path) -> AuditVerification:
         lines = content.split(b"\n")
         tail = lines.pop()  # empty when the file ends with a newline
         if tail:
-            warnings.append(f"{path.name}: torn last line ({len(tail)} bytes) ignored; it was never acknowledged")
+            warnings.append(
+                f"{path.name}: torn last line ({len(tail)} bytes) ignored; it was never acknowledged"
+            )
         for lineno, raw in enumerate(lines, start=1):
             where = f"{path.name}:{lineno}"
             try:
                 record = json.loads(raw)
             except ValueError:
                 problems.append(f"{where}: not valid JSON")
+                prev = None
+                continue
+            if not isinstance(record, dict):
+                problems.append(f"{where}: not a JSON object")
                 prev = None
                 continue
             count += 1
@@ -195,4 +226,6 @@ def verify_audit(directory: Path) -> AuditVerification:
             if prev is not None and record["prev_hash"] != prev:
                 problems.append(f"{where}: chain broken (a record before it was removed, added or reordered)")
             prev = record["hash"]
-    return AuditVerification(ok=not problems, records=count, files=len(files), problems=problems, warnings=warnings)
+    return AuditVerification(
+        ok=not problems, records=count, files=len(files), problems=problems, warnings=warnings
+    )

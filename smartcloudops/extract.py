@@ -70,5 +70,6 @@ def extract_interval(
         hosts=int(frame["host"].nunique()) if len(frame) else 0,
         partitions=partitions,
     )
-    log.info("extracted interval", extra={"stage": "extract", **{k: v for k, v in result.to_dict().items() if k != "partitions"}, "partition_count": len(partitions)})
+    summary = {k: v for k, v in result.to_dict().items() if k != "partitions"}
+    log.info("extracted interval", extra={"stage": "extract", **summary, "partition_count": len(partitions)})
     return result

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smartcloudops.errors import InputError
+
 if TYPE_CHECKING:
     from smartcloudops.settings import Settings
 
@@ -25,7 +27,17 @@ LOG_FILE_PREFIX = "smartcloudops-"
 LEVEL_ORDER = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _SECRET_KEY = re.compile(r"token|secret|password|passwd|authorization|api_key|apikey|credential", re.I)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.I)
+# "token=abc", "password: hunter2", "api_key='x'" written into a message by hand
+_KEY_VALUE = re.compile(
+    r"((?:token|secret|password|passwd|api_key|apikey)[\"']?\s*[=:]\s*[\"']?)[^\s\"',;&]+", re.I
+)
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@/\s]+(@)")
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def _as_utc(value: datetime) -> datetime:
+    # A naive time is UTC here (the files are UTC); comparing naive with aware would raise.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -36,7 +48,8 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     if isinstance(value, str):
-        return _BEARER.sub(r"\1***", value)
+        value = _BEARER.sub(r"\1***", value)
+        return _URL_PASSWORD.sub(r"\1***\2", _KEY_VALUE.sub(r"\1***", value))
     return value
 
 
@@ -57,7 +70,8 @@ class JsonFormatter(logging.Formatter):
             if key not in _RESERVED and key != "component" and not key.startswith("_"):
                 entry[key] = redact(value, key)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            # an exception message can quote a request header or a connection string
+            entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
@@ -83,7 +97,7 @@ class DailyJsonFileHandler(logging.Handler):
                     self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
                     self._day = day
                 os.write(self._fd, line)
-        except Exception:  # logging must never take the program down
+        except Exception:  # noqa: BLE001 - logging must never take the program down (stdlib idiom)
             self.handleError(record)
 
     def _close_fd(self) -> None:
@@ -130,7 +144,9 @@ def read_logs(
 ) -> list[dict[str, Any]]:
     """Newest-first records matching the filters; torn or non-JSON lines are skipped."""
     if level is not None and level.lower() not in LEVEL_ORDER:
-        raise ValueError(f"unknown level {level!r}; valid: {', '.join(LEVEL_ORDER)}")
+        raise InputError(f"unknown level {level!r}; valid: {', '.join(LEVEL_ORDER)}")
+    if since is not None:
+        since = _as_utc(since)
     floor = LEVEL_ORDER[level.lower()] if level else 0
     needle = contains.lower() if contains else None
     directory = Path(log_dir)
@@ -155,7 +171,7 @@ def read_logs(
                     continue
                 if since is not None:
                     try:
-                        when = datetime.fromisoformat(str(record.get("timestamp")))
+                        when = _as_utc(datetime.fromisoformat(str(record.get("timestamp"))))
                     except ValueError:
                         continue
                     if when < since:

@@ -24,8 +24,13 @@ if TYPE_CHECKING:
 
 # node_exporter names; every target carries a ``host`` label set in the scrape config.
 _FS = 'mountpoint="/",fstype!~"tmpfs|overlay|squashfs"'
+# CPU is idle time over *all* CPU time rather than 1 - avg(rate(idle)): the same number once
+# the rate window is full, but right from the second scrape of a new series too. rate()
+# divides by the whole window, so in a fresh Prometheus's first minute every rate is too low
+# and 1 - rate(idle) showed ~100 % busy on every host; in the ratio that bias cancels.
 PROMQL: dict[str, str] = {
-    "cpu": '100 * (1 - avg by (host) (rate(node_cpu_seconds_total{mode="idle"}[1m])))',
+    "cpu": '100 * (1 - sum by (host) (rate(node_cpu_seconds_total{mode="idle"}[1m]))'
+    " / sum by (host) (rate(node_cpu_seconds_total[1m])))",
     "memory": "100 * (1 - avg by (host) (node_memory_MemAvailable_bytes"
     " / node_memory_MemTotal_bytes))",
     "disk": f"100 * (1 - max by (host) (node_filesystem_avail_bytes{{{_FS}}}"
@@ -151,8 +156,12 @@ class PrometheusSource:
     def latest(self, hosts: Sequence[str] | None = None) -> pd.DataFrame:
         wanted = self._host_filter(hosts)
         rows: list[tuple[float, str, str, float]] = []
+        # One evaluation instant for all six queries: otherwise each metric gets its own
+        # timestamp and long_to_wide() turns one host into six half-empty rows.
+        params: dict[str, Any] = {"time": round(utcnow().timestamp(), 3)}
         for metric, promql in PROMQL.items():
-            rows.extend(_rows(self._get("/api/v1/query", {"query": promql}), metric, wanted, key="value"))
+            series = self._get("/api/v1/query", {**params, "query": promql})
+            rows.extend(_rows(series, metric, wanted, key="value"))
         return _frame(rows)
 
     def hosts(self) -> list[str]:

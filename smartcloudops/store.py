@@ -9,9 +9,11 @@ replaces stale data.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,11 +45,15 @@ class MetricStore(Protocol):
     def partitions(self) -> list[str]: ...
 
 
-def _hours(start: datetime, end: datetime) -> Iterator[pd.Timestamp]:
+def _check_interval(start: datetime, end: datetime) -> None:
     if start.tzinfo is None or end.tzinfo is None:
         raise InputError("interval bounds must be timezone-aware (UTC)")
     if end <= start:
         raise InputError(f"empty interval {start.isoformat()} .. {end.isoformat()}")
+
+
+def _hours(start: datetime, end: datetime) -> Iterator[pd.Timestamp]:
+    _check_interval(start, end)
     hour = pd.Timestamp(start).tz_convert("UTC").floor("h")
     while hour < pd.Timestamp(end):
         yield hour
@@ -58,12 +64,36 @@ def partition_key(prefix: str, hour: pd.Timestamp) -> str:
     return f"{prefix}/date={hour:%Y-%m-%d}/hour={hour:%H}/{PARTITION_FILE}"
 
 
-def _split_by_hour(frame: pd.DataFrame, start: datetime, end: datetime) -> Iterator[tuple[pd.Timestamp, pd.DataFrame]]:
+def _split_by_hour(
+    frame: pd.DataFrame, start: datetime, end: datetime
+) -> Iterator[tuple[pd.Timestamp, pd.DataFrame]]:
+    _check_interval(start, end)  # before comparing: a naive bound must be an InputError
     data = normalize_long(frame) if not frame.empty else empty_long_frame()
     inside = data[(data["timestamp"] >= pd.Timestamp(start)) & (data["timestamp"] < pd.Timestamp(end))]
     hour_of = inside["timestamp"].dt.floor("h")
     for hour in _hours(start, end):
         yield hour, inside[hour_of == hour].reset_index(drop=True)
+
+
+def _covers_hour(hour: pd.Timestamp, start: datetime, end: datetime) -> bool:
+    return bool(hour >= pd.Timestamp(start) and hour + pd.Timedelta(hours=1) <= pd.Timestamp(end))
+
+
+def _merge_partial(
+    existing: pd.DataFrame | None, part: pd.DataFrame, start: datetime, end: datetime
+) -> pd.DataFrame:
+    """An interval that covers only part of an hour replaces only that part of its partition.
+
+    Without this, extracting 10:30-11:30 and then 11:30-12:30 would leave hour 11 holding
+    11:30-12:00 only: each write would wipe the half hour the other one wrote.
+    """
+    if existing is None or existing.empty:
+        return part
+    old = normalize_long(existing)
+    keep = old[(old["timestamp"] < pd.Timestamp(start)) | (old["timestamp"] >= pd.Timestamp(end))]
+    if keep.empty:
+        return part
+    return normalize_long(pd.concat([keep, part], ignore_index=True))
 
 
 def _to_parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -72,7 +102,13 @@ def _to_parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _filter(frame: pd.DataFrame, start: datetime, end: datetime, hosts: Sequence[str] | None, metrics: Sequence[str] | None) -> pd.DataFrame:
+def _filter(
+    frame: pd.DataFrame,
+    start: datetime,
+    end: datetime,
+    hosts: Sequence[str] | None,
+    metrics: Sequence[str] | None,
+) -> pd.DataFrame:
     if metrics:
         unknown = sorted(set(metrics) - set(CANONICAL_METRICS))
         if unknown:
@@ -96,16 +132,29 @@ class LocalMetricStore:
         written = []
         for hour, part in _split_by_hour(frame, start, end):
             target = self.root / partition_key(self.prefix, hour)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{PARTITION_FILE}.tmp-{os.getpid()}")
+            if not _covers_hour(hour, start, end):
+                part = _merge_partial(self._read_partition(target), part, start, end)
+            # pid + thread id: two writers in one process must not share a temp file either
+            tmp = target.with_name(f".{PARTITION_FILE}.tmp-{os.getpid()}-{threading.get_ident()}")
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 tmp.write_bytes(_to_parquet_bytes(part))
                 os.replace(tmp, target)
             except OSError as exc:
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # its directory may be what failed
+                    tmp.unlink(missing_ok=True)
                 raise StoreError(f"cannot write partition {target}: {exc}") from exc
             written.append(str(target))
         return written
+
+    @staticmethod
+    def _read_partition(path: Path) -> pd.DataFrame | None:
+        if not path.exists():
+            return None
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several unrelated types
+            raise StoreError(f"partition {path} is unreadable: {exc}") from exc
 
     def read(
         self,
@@ -116,12 +165,9 @@ class LocalMetricStore:
     ) -> pd.DataFrame:
         frames = []
         for hour in _hours(start, end):
-            path = self.root / partition_key(self.prefix, hour)
-            if path.exists():
-                try:
-                    frames.append(pd.read_parquet(path))
-                except Exception as exc:  # pyarrow raises several unrelated types
-                    raise StoreError(f"partition {path} is unreadable: {exc}") from exc
+            part = self._read_partition(self.root / partition_key(self.prefix, hour))
+            if part is not None:
+                frames.append(part)
         if not frames:
             return _filter(empty_long_frame(), start, end, hosts, metrics)
         return _filter(pd.concat(frames, ignore_index=True), start, end, hosts, metrics)
@@ -178,9 +224,31 @@ class S3MetricStore:
         written = []
         for hour, part in _split_by_hour(frame, start, end):
             key = partition_key(self.prefix, hour)
-            self._call("put_object", self.client.put_object, Bucket=self.bucket, Key=key, Body=_to_parquet_bytes(part))
+            if not _covers_hour(hour, start, end):
+                part = _merge_partial(self._read_partition(key), part, start, end)
+            self._call(
+                "put_object", self.client.put_object,
+                Bucket=self.bucket, Key=key, Body=_to_parquet_bytes(part),
+            )
             written.append(f"s3://{self.bucket}/{key}")
         return written
+
+    def _read_partition(self, key: str) -> pd.DataFrame | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = f"s3://{self.bucket}/{key}"
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                return None
+            raise StoreError(f"S3 get_object failed for {where}: {exc}") from exc
+        except BotoCoreError as exc:  # endpoint unreachable, timeouts, ...
+            raise StoreError(f"S3 get_object failed for {where}: {exc}") from exc
+        try:
+            return pd.read_parquet(io.BytesIO(body))
+        except Exception as exc:  # pyarrow raises several unrelated types
+            raise StoreError(f"partition {where} is unreadable: {exc}") from exc
 
     def read(
         self,
@@ -189,18 +257,11 @@ class S3MetricStore:
         hosts: Sequence[str] | None = None,
         metrics: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        from botocore.exceptions import ClientError
-
         frames = []
         for hour in _hours(start, end):
-            key = partition_key(self.prefix, hour)
-            try:
-                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-                    continue
-                raise StoreError(f"S3 get_object failed for s3://{self.bucket}/{key}: {exc}") from exc
-            frames.append(pd.read_parquet(io.BytesIO(body)))
+            part = self._read_partition(partition_key(self.prefix, hour))
+            if part is not None:
+                frames.append(part)
         if not frames:
             return _filter(empty_long_frame(), start, end, hosts, metrics)
         return _filter(pd.concat(frames, ignore_index=True), start, end, hosts, metrics)
@@ -208,9 +269,16 @@ class S3MetricStore:
     def partitions(self) -> list[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         keys: list[str] = []
-        pages = self._call("list_objects_v2", lambda **kw: list(paginator.paginate(**kw)), Bucket=self.bucket, Prefix=f"{self.prefix}/")
+        pages = self._call(
+            "list_objects_v2",
+            lambda **kw: list(paginator.paginate(**kw)),
+            Bucket=self.bucket,
+            Prefix=f"{self.prefix}/",
+        )
         for page in pages:
-            keys.extend(obj["Key"] for obj in page.get("Contents", []) if _PARTITION_RE.search(obj["Key"]))
+            keys.extend(
+                obj["Key"] for obj in page.get("Contents", []) if _PARTITION_RE.search(obj["Key"])
+            )
         return sorted(keys)
 
 

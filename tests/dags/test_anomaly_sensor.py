@@ -246,9 +246,12 @@ def test_scored_anomalies_are_recorded_once(sc_home: Path, scoring: _FakeScoring
     assert first["scoring"] == "ok" and first["model_version"] == "7"
     assert first["anomalies"] == 1 and first["anomalies_new"] == 1
     instances = scoring.requests[0]["instances"]
-    assert sorted(i["host"] for i in instances) == ["db-1", "web-1"]
+    assert {i["host"] for i in instances} == {"db-1", "web-1"}
     assert set(instances[0]["metrics"]) == {"cpu", "memory", "disk", "load", "network_in", "network_out"}
-    assert instances[0]["timestamp"] == "2026-03-02T12:00:00+00:00"  # the newest sample
+    # Each host's recent history goes along as context for the model, newest sample last.
+    newest = {i["host"]: i["timestamp"] for i in instances}
+    assert newest == {"db-1": "2026-03-02T12:00:00+00:00", "web-1": "2026-03-02T12:00:00+00:00"}
+    assert len(instances) == 2 * settings.scoring_context_minutes  # one sample a minute
 
     # A retried pass over the same samples records nothing new (deterministic anomaly ids).
     second = _pass(settings)
@@ -257,7 +260,7 @@ def test_scored_anomalies_are_recorded_once(sc_home: Path, scoring: _FakeScoring
     stored = events.recent_anomalies(limit=10)
     events.close()
     assert [(a.host, str(a.severity), a.model_version) for a in stored] == [("web-1", "high", "7")]
-    web = next(i for i in instances if i["host"] == "web-1")
+    web = [i for i in instances if i["host"] == "web-1"][-1]
     assert stored[0].metrics["cpu"] == web["metrics"]["cpu"]
 
 

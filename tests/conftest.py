@@ -1,0 +1,35 @@
+"""Fixtures shared by every test: each test gets its own SMARTCLOUDOPS_HOME.
+
+Keep this file small; area-specific fixtures live in the area's own conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# NOTES.md: litellm fetches a cost map on import; offline that deadlocks MLflow. Child
+# processes inherit this too.
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+# Settings that came from the shell running pytest (e.g. a PROMETHEUS_URL left exported by
+# `make up`) must not leak into tests; ones a test sets itself (monkeypatch) are its own.
+_SHELL_SETTINGS = [k for k in os.environ if k.startswith("SMARTCLOUDOPS_") or k == "PROMETHEUS_URL"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point SMARTCLOUDOPS_HOME at a fresh directory; get_settings() re-reads the env."""
+    from smartcloudops.settings import get_settings
+
+    for name in _SHELL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "scops-home"
+    monkeypatch.setenv("SMARTCLOUDOPS_HOME", str(home))
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()
