@@ -238,20 +238,18 @@ def to_anomalies(
 
 def _unseen(
     results: Sequence[Mapping[str, Any]],
-    instances: Sequence[Mapping[str, Any]],
     cursor: Mapping[str, Any] | None,
+    first_pass_since: datetime,
 ) -> list[Mapping[str, Any]]:
-    """Results worth recording: rows newer than the last pass saw, and each host's newest row.
+    """Results worth recording: rows newer than what the last pass saw.
 
     The context rows sent for the model's sake were judged by earlier passes; recording their
-    flags again would turn one incident into a stream of anomalies.
+    flags again would turn one incident into a stream of anomalies. Without a previous pass
+    (a fresh sensor), rows since ``first_pass_since`` (the rules' lookback) count as new, so
+    an incident that began just before the sensor started is still recorded.
     """
     seen = {h: pd.Timestamp(t) for h, t in ((cursor or {}).get("latest") or {}).items()}
-    newest: dict[str, pd.Timestamp] = {}
-    for inst in instances:
-        ts = pd.Timestamp(inst["timestamp"])
-        host = str(inst["host"])
-        newest[host] = max(newest.get(host, ts), ts)
+    floor = pd.Timestamp(first_pass_since)
     keep = []
     for result in results:
         host = str(result.get("host"))
@@ -261,7 +259,7 @@ def _unseen(
             keep.append(result)  # to_anomalies reports the malformed row
             continue
         ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
-        if ts == newest.get(host) or (host in seen and ts > seen[host]):
+        if ts > seen.get(host, floor):
             keep.append(result)
     return keep
 
@@ -313,7 +311,8 @@ def sense_and_act(
             )
             try:
                 results = score(instances)
-                anomalies = to_anomalies(_unseen(results, instances, events.get_state(CURSOR_KEY)), instances)
+                fresh = _unseen(results, events.get_state(CURSOR_KEY), end - engine.lookback)
+                anomalies = to_anomalies(fresh, instances)
                 scoring = "ok"
                 versions = [str(r["model_version"]) for r in results if r.get("model_version")]
                 model_version = versions[0] if versions else None

@@ -11,7 +11,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from serving.app import create_app
-from serving.model import FleetScorer, ModelProvider
+from serving.fast import ArrayFleetScorer
+from serving.model import ModelProvider
 from smartcloudops.domain import CANONICAL_METRICS
 from smartcloudops.settings import Settings
 
@@ -49,9 +50,10 @@ def test_real_fleet_model_scores_through_the_api(tmp_path: Any, fitted: Any) -> 
     model = copy.deepcopy(fitted)
     provider = ModelProvider.static(model, version="1")
     scorer = provider.current()
-    assert isinstance(scorer, FleetScorer) and scorer.supports_stateless
+    # A real FleetModel gets the numpy fast path; its history lives in the scorer.
+    assert isinstance(scorer, ArrayFleetScorer)
     # The load-time probe used stateful=False: no history was recorded for it.
-    assert "__probe__" not in model._state
+    assert "__probe__" not in scorer._state and "__probe__" not in model._state
 
     app = create_app(Settings(home=tmp_path), model_provider=provider)
     with TestClient(app) as client:

@@ -1,0 +1,232 @@
+"""The fast path equals the reference: scikit-learn's scores and FleetModel.score's output."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.fast import ArrayFleetScorer, batch_nanos
+from serving.forest import TREEWISE_ROWS, FlatForest, accelerate
+from serving.model import FleetScorer, Loaded, frame_to_output, make_scorer
+from serving.schema import Batch
+from smartcloudops.domain import CANONICAL_METRICS
+
+fleet_mod = pytest.importorskip("ml.fleet", reason="ml.fleet (ML helper) not present")
+training = pytest.importorskip("ml.training", reason="ml.training (ML helper) not present")
+
+START = pd.Timestamp("2024-05-01T00:00:00Z")
+ROWS = 240
+BASE = {"cpu": 30.0, "memory": 50.0, "disk": 40.0, "load": 1.0, "network_in": 1e5, "network_out": 1e5}
+
+
+def history() -> pd.DataFrame:
+    rng = np.random.default_rng(11)
+    ts = pd.date_range(START, periods=ROWS, freq="1min")
+    frames = [
+        pd.DataFrame({"timestamp": ts, "host": host,
+                      **{m: BASE[m] * (1 + rng.normal(0, 0.03, ROWS)) for m in CANONICAL_METRICS}})
+        for host in ("web-1", "web-2")
+    ]  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def forest_fleet() -> Any:
+    model = training.make_candidate("isolation_forest")
+    model.detector.set_params(n_estimators=30)  # enough trees to compare; fast to fit
+    return model.fit(history())
+
+
+@pytest.fixture(scope="module")
+def baseline_fleet() -> Any:
+    return training.make_candidate("robust_baseline").fit(history())
+
+
+# -- the forest ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_features", [1.0, 0.5])
+@pytest.mark.parametrize("rows", [1, 7, TREEWISE_ROWS + 3])
+def test_flat_forest_equals_scikit_learn_score_samples(max_features: float, rows: int) -> None:
+    from sklearn.ensemble import IsolationForest
+
+    rng = np.random.default_rng(5)
+    train = rng.normal(size=(2000, 9))
+    model = IsolationForest(n_estimators=40, max_features=max_features, random_state=1).fit(train)
+    # Outliers, the training rows themselves and values sitting exactly on split points.
+    probe = np.vstack([rng.normal(scale=4.0, size=(rows, 9)), train[:3]])
+    split = model.estimators_[0].tree_.threshold[0]
+    probe[0, :] = split
+    expected = -model.score_samples(probe)
+    assert np.abs(FlatForest(model).anomaly_score(probe) - expected).max() <= 1e-9
+
+
+def test_accelerate_swaps_the_detectors_forest_and_scores_stay_equal(forest_fleet: Any) -> None:
+    model = copy.deepcopy(forest_fleet)
+    frame = history().iloc[::7]
+    before = model.score(frame, stateful=False)
+    assert accelerate(model) >= 1
+    assert all(isinstance(d.forest_, FlatForest) for d in [*model.detectors_.values(), model.fallback_])
+    after = model.score(frame, stateful=False)
+    np.testing.assert_allclose(after["score"], before["score"], rtol=0, atol=1e-9)
+    assert after["anomaly"].tolist() == before["anomaly"].tolist()
+    assert accelerate(object()) == 0
+
+
+# -- the scorer against FleetModel.score ---------------------------------------------------
+
+
+def rows_frame(minutes: list[int], hosts: list[str], cpu: list[float]) -> pd.DataFrame:
+    ts = [START + pd.Timedelta(minutes=ROWS + m) for m in minutes]
+    data: dict[str, Any] = {"timestamp": ts, "host": hosts}
+    for metric in CANONICAL_METRICS:
+        data[metric] = [BASE[metric]] * len(ts)
+    data["cpu"] = cpu
+    return pd.DataFrame(data)
+
+
+def as_batch(frame: pd.DataFrame) -> Batch:
+    values = frame[list(CANONICAL_METRICS)].to_numpy(dtype=np.float64)
+    stamps = [t.to_pydatetime() for t in frame["timestamp"]]
+    return Batch(hosts=frame["host"].tolist(), timestamps=stamps, values=values)
+
+
+def assert_same(ours: Any, frame: pd.DataFrame) -> None:
+    # Read FleetModel's frame exactly as the pandas scorer does (pandas 3 turns None into NaN).
+    reference = frame_to_output(frame, len(frame), "ref")
+    np.testing.assert_allclose(ours.scores, reference.scores, rtol=0, atol=1e-9)
+    assert ours.anomaly.tolist() == reference.anomaly.tolist()
+    assert list(ours.severity) == list(reference.severity)
+    for mine, theirs in zip(ours.contributions, reference.contributions, strict=True):
+        assert mine.keys() == theirs.keys()
+        # Both are rounded to 4 decimals; np.round and round() may part by one unit on ties.
+        assert max((abs(mine[k] - theirs[k]) for k in mine), default=0.0) <= 1.0001e-4
+
+
+def stream() -> list[pd.DataFrame]:
+    """Single rows for two known hosts and one never seen, a spike, a gap, then batches:
+    out of order, mixed hosts, a missing value, a retried (older) timestamp."""
+    parts = [rows_frame([i], ["web-1"], [30.0 + (55.0 if 70 <= i < 74 else 0.0)]) for i in range(1, 90)]
+    parts += [rows_frame([i], ["web-2"], [31.0]) for i in range(1, 20)]
+    parts += [rows_frame([i], ["new-host"], [29.0 + i % 3]) for i in range(1, 10)]
+    mixed = rows_frame([95, 91, 93, 92, 94, 91], ["web-1", "web-2", "web-1", "new-host", "web-2", "web-1"],
+                       [30.0, 99.0, 31.0, 28.0, 30.0, 97.0])  # fmt: skip
+    mixed.loc[2, "memory"] = np.nan
+    parts.append(mixed)
+    parts.append(rows_frame([60], ["web-1"], [30.0]))  # older than the host's history
+    gap = rows_frame([96], ["web-1"], [30.0])
+    gap.loc[0, "disk"] = np.nan  # a missing value in a single row: carried forward
+    parts.append(gap)
+    parts.append(rows_frame(list(range(100, 400)), ["web-2"] * 300, [30.0 + (i % 17) for i in range(300)]))
+    return parts
+
+
+@pytest.mark.parametrize("family", ["forest_fleet", "baseline_fleet"])
+def test_scorer_equals_fleet_model_score_row_by_row_and_in_batches(family: str, request: Any) -> None:
+    fitted = request.getfixturevalue(family)
+    reference = copy.deepcopy(fitted)
+    scorer = make_scorer(Loaded(model=copy.deepcopy(fitted), version="3"), "test")
+    assert isinstance(scorer, ArrayFleetScorer)
+    assert scorer._alarm_plan is not None  # the one-row alarm path passed its self-check
+    if family == "forest_fleet":
+        # Every forest detector got the one-row plan (its load-time self-check passed).
+        assert len(scorer._plans) == len({id(d) for d in [*fitted.detectors_.values(), fitted.fallback_]})
+    alarms = 0
+    for part in stream():
+        ours = scorer.score(as_batch(part))
+        theirs = reference.score(part)
+        assert_same(ours, theirs)
+        alarms += int(ours.anomaly.sum())
+    if family == "forest_fleet":
+        assert alarms >= 1  # the stream really exercised the alarm path
+
+
+def test_check_is_stateless_and_equals_fleet_model_stateless(forest_fleet: Any) -> None:
+    scorer = make_scorer(Loaded(model=copy.deepcopy(forest_fleet), version="1"), "test")
+    part = rows_frame([1, 2, 3], ["web-1", "web-1", "web-2"], [30.0, 90.0, 30.0])
+    first = scorer.check(as_batch(part))
+    assert scorer._state == {}  # type: ignore[attr-defined]
+    assert_same(first, forest_fleet.score(part, stateful=False))
+    second = scorer.check(as_batch(part))
+    np.testing.assert_array_equal(first.scores, second.scores)
+
+
+def test_other_models_keep_the_pandas_scorer(fake_model: Any) -> None:
+    assert isinstance(make_scorer(Loaded(model=fake_model, version=1), "s"), FleetScorer)
+
+
+def test_batch_nanos_is_exact_to_the_microsecond() -> None:
+    stamp = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    batch = Batch(hosts=["a"], timestamps=[stamp], values=np.ones((1, len(CANONICAL_METRICS))))
+    assert batch_nanos(batch).tolist() == [pd.Timestamp(stamp).value]
+
+
+def test_unknown_alarm_policies_fall_back_to_their_own_code() -> None:
+    from ml.alarms import AlarmPolicy
+    from serving.fast import _AlarmRowPlan
+
+    class Custom(AlarmPolicy):  # a subclass may change the rules: never re-implemented here
+        pass
+
+    assert _AlarmRowPlan.build(Custom()) is None
+    for policy in (
+        AlarmPolicy(),
+        AlarmPolicy(m=2, n=3, cooldown="1h"),
+        AlarmPolicy(recent_days=1.0, bypass=1.5),
+    ):
+        assert _AlarmRowPlan.build(policy) is not None
+
+
+def test_swapping_real_models_under_load_fails_no_request(
+    tmp_path: Any, forest_fleet: Any, fake_source: Any, live_server: Any
+) -> None:
+    """The fast path keeps the swap guarantee: every response names one version, none fails."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from serving.app import create_app
+    from serving.model import ModelProvider
+    from smartcloudops.settings import Settings
+
+    models = {str(v): copy.deepcopy(forest_fleet) for v in range(1, 5)}
+    source = fake_source(models, version="1")
+    provider = ModelProvider(source, poll_seconds=3600)
+    assert provider.refresh()
+    server = live_server(create_app(Settings(home=tmp_path), model_provider=provider))
+    stop = threading.Event()
+
+    def hammer(k: int) -> list[tuple[int, set[str]]]:
+        seen = []
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            minute = 0
+            while not stop.is_set():
+                minute += 1
+                ts = (START + pd.Timedelta(minutes=ROWS + minute)).isoformat()
+                body = {"host": f"web-{k % 2 + 1}", "timestamp": ts, "metrics": dict(BASE)}
+                if minute % 5 == 0:  # batches too
+                    body = {"instances": [body, {**body, "host": "new-host"}]}
+                response = client.post("/v1/score", json=body)
+                results = response.json().get("results", []) if response.status_code == 200 else []
+                seen.append((response.status_code, {r["model_version"] for r in results}))
+        return seen
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(hammer, k) for k in range(4)]
+        for version in ("2", "3", "4"):
+            threading.Event().wait(0.15)
+            source.version = version
+            assert provider.refresh()
+        threading.Event().wait(0.15)
+        stop.set()
+        responses = [item for f in futures for item in f.result()]
+    assert responses and [r for r in responses if r[0] != 200] == []
+    assert all(len(versions) == 1 for _, versions in responses)
+    assert len({next(iter(v)) for _, v in responses}) >= 2
+    assert isinstance(provider.current(), ArrayFleetScorer)
