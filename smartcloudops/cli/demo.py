@@ -268,9 +268,9 @@ def _print_training(settings: Settings, report: DemoReport) -> str:
         version = client.get_model_version_by_alias(settings.registered_model, "champion")
     except Exception as exc:  # MLflow raises its own RestException for a missing alias
         raise DemoError(f"no champion after training: {exc}") from exc
-    run = client.get_run(version.run_id) if version.run_id else None
-    name = (run.data.tags.get("candidate") if run else None) or "?"
-    f1 = run.data.metrics.get("event_f1") if run else None
+    champion_run = client.get_run(version.run_id) if version.run_id else None
+    name = (champion_run.data.tags.get("candidate") if champion_run else None) or "?"
+    f1 = champion_run.data.metrics.get("event_f1") if champion_run else None
     text = (
         f"{settings.registered_model} v{version.version} ({name}, event-F1 {f1:.3f})"
         if f1 is not None
