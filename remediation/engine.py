@@ -17,7 +17,17 @@ whether the rule's condition holds, and if so acts -- at most once per incident:
   (immediately by default: the simulator reacts at once) and records ``verified``.
 
 Further safety rails (rate limit / circuit breaker, blast radius, maintenance windows) plug
-in as ``guards``: callables that may veto an action before it is claimed.
+in as ``guards`` (:mod:`remediation.safety`; ``from_settings`` wires them from the
+``remediation_*`` settings): callables that may veto an action before it is claimed. They
+count actions across hosts, so one fleet lock spans guards -> claim -> recorded action: two
+runs acting on two hosts at once cannot both pass a limit that has room for one.
+
+Crash safety: before claiming an incident the engine writes an *intent* into the (rule, host)
+state. A run that dies between the claim and the recorded action leaves it behind, and the
+next run holding the (rule, host) lock resolves it: recorded already -> clear it (and put a
+missing audit record back); never claimed -> drop it; claimed, not recorded -> finish the
+action under the same id while the incident holds (the executor's idempotency check skips a
+target already in its goal state), or close it as ``skipped`` once the incident is over.
 """
 
 from __future__ import annotations
@@ -37,14 +47,23 @@ import pandas as pd
 
 from remediation.actions import ActionOutcome, Target
 from remediation.adapters.base import RemediationAdapter
-from remediation.executor import ActionExecutor, Execution
-from remediation.rules import AnomalyCondition, Rule, RulesError, RuleSet, ThresholdCondition, load_rules
+from remediation.executor import ActionExecutor, Execution, audit_entry
+from remediation.rules import (
+    AnomalyCondition,
+    HealthCondition,
+    Rule,
+    RulesError,
+    RuleSet,
+    ThresholdCondition,
+    load_rules,
+)
 from smartcloudops.audit import AuditLog
 from smartcloudops.domain import ActionRecord, ActionStatus, Anomaly, new_id, normalize_long, utcnow
-from smartcloudops.errors import ActionError, InputError, SmartCloudOpsError, StoreError
+from smartcloudops.errors import ActionError, ConfigError, InputError, SmartCloudOpsError, StoreError
 from smartcloudops.events import EventStore
 
 if TYPE_CHECKING:
+    from remediation.locks import Locks
     from smartcloudops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +78,9 @@ ConditionState = Literal["breach", "clear", "pending", "no_data"]
 _STATE_PREFIX = "remediation/rule"
 _VERIFY_PREFIX = "remediation/verify"
 _PENDING_PREFIX = "remediation/pending"
+_HEALTH_PREFIX = "remediation/health"
+#: One fleet-wide lock spans guards -> claim -> recorded action (see _decide_locked).
+_FLEET_LOCK = "remediation:lock:fleet"
 
 
 class ApprovalError(InputError):
@@ -148,6 +170,7 @@ class RemediationEngine:
         guards: Sequence[Guard] = (),
         rules_path: Path | None = None,
         lock_ttl: timedelta = timedelta(minutes=2),
+        locks: Locks | None = None,
     ) -> None:
         self._rules = rules
         self.adapter = adapter
@@ -166,6 +189,8 @@ class RemediationEngine:
         self.rules_error: str | None = None
         self._rules_mtime = _mtime(rules_path)
         self.lock_ttl = lock_ttl
+        # Short-lived locks (Redis in service mode); durable claims stay in the event store.
+        self.locks: Locks = locks if locks is not None else events
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.executor = ActionExecutor(adapter, events, audit, dry_run=dry_run, clock=clock)
 
@@ -185,13 +210,19 @@ class RemediationEngine:
         rules: RuleSet | None = None,
     ) -> RemediationEngine:
         """The engine the sensor and ChatOps use: rules from ``settings.rules_file`` (or the
-        packaged file) unless given, the simulator as adapter unless one is given. Connects
-        to nothing. Raises ``RulesError`` (a ``ConfigError``) if the rules are invalid."""
+        packaged file) unless given; the adapter ``settings.remediation_adapter`` names
+        (simulator, local, aws) unless one is given; the safety rails from the
+        ``remediation_*`` settings. Connects to nothing. Raises ``ConfigError`` (``RulesError``
+        for invalid rules) naming what is wrong."""
         from smartcloudops.settings import get_settings
 
         settings = settings or get_settings()
         if rules is None:
             rules = load_rules(settings.rules_file)
+        if adapter is None and settings.remediation_adapter != "simulator":
+            from remediation.adapters.factory import adapter_from_settings
+
+            adapter = adapter_from_settings(settings)
         if adapter is None:
             from remediation.adapters.simulator import SimulatorAdapter
             from smartcloudops.simulator import FleetSimulator
@@ -205,10 +236,25 @@ class RemediationEngine:
 
             source = get_metric_source(settings)
             probe = lambda hosts: source.latest(hosts=list(hosts))  # noqa: E731
+        from remediation.safety import guards_from_settings
+
+        events = events or EventStore.from_settings(settings)
+        fleet = adapter
+        # Raises ConfigError naming the variable if a maintenance window cannot be read.
+        guards = guards_from_settings(settings, events, lambda: len(fleet.hosts()))
+        locks: Locks | None = None
+        if settings.remediation_locks == "redis":
+            if not settings.redis_url:
+                raise ConfigError(
+                    "SMARTCLOUDOPS_REMEDIATION_LOCKS=redis needs SMARTCLOUDOPS_REDIS_URL"
+                )
+            from remediation.locks import RedisLocks
+
+            locks = RedisLocks(settings.redis_url, timeout_seconds=min(settings.http_timeout_seconds, 5.0))
         return cls(
             rules,
             adapter,
-            events or EventStore.from_settings(settings),
+            events,
             audit or AuditLog(settings.audit_dir, retention_days=settings.audit_retention_days),
             dry_run=settings.dry_run,
             clock=clock,
@@ -219,7 +265,9 @@ class RemediationEngine:
             ),
             probe=probe,
             notify=notify,
+            guards=guards,
             rules_path=settings.rules_file,
+            locks=locks,
         )
 
     # -- rules ----------------------------------------------------------------------------
@@ -285,11 +333,13 @@ class RemediationEngine:
                 if not rule.matches_host(host):
                     continue
                 cond = rule.condition
-                if isinstance(cond, ThresholdCondition):
-                    result = self.check_threshold(cond, series.get((host, cond.metric)), now)
-                else:
-                    result = self.check_anomalies(cond, by_host.get(host, ()), now)
                 try:
+                    if isinstance(cond, ThresholdCondition):
+                        result = self.check_threshold(cond, series.get((host, cond.metric)), now)
+                    elif isinstance(cond, HealthCondition):
+                        result = self.check_health(rule, cond, host, now)
+                    else:
+                        result = self.check_anomalies(cond, by_host.get(host, ()), now)
                     record = self._decide(rule, host, result, now)
                 except StoreError as exc:
                     # One broken write must not stop the other rules; the DAG logs it.
@@ -351,6 +401,39 @@ class RemediationEngine:
             index = prev
         return _to_datetime(series.times[index])
 
+    def check_health(
+        self, rule: Rule, cond: HealthCondition, host: str, now: datetime
+    ) -> ConditionResult:
+        """Run the service's health check once; ``failures`` failing checks in a row breach.
+
+        The count lives in the event store (the sensor builds a new engine per pass); a
+        healthy host with no failures on record costs one read and no write.
+        """
+        key = f"{_HEALTH_PREFIX}/{rule.name}/{host}"
+        try:
+            report = self.adapter.health(host, cond.service)
+        except ActionError as exc:
+            # The check itself could not run: that is no data, not a failing service (an
+            # unreachable adapter must not restart the fleet).
+            return ConditionResult("no_data", detail=f"health check unavailable: {exc}")
+        state = self.events.get_state(key) or {}
+        if report.healthy:
+            if state.get("failures"):
+                self.events.put_state(key, {"failures": 0})
+            return ConditionResult("clear", detail=report.summary(), expected=cond.failures)
+        failures = int(state.get("failures") or 0) + 1
+        first_failed = _parse(state.get("first_failed")) or now
+        self.events.put_state(
+            key, {"failures": failures, "first_failed": _iso(first_failed), "last_failed": _iso(now)}
+        )
+        detail = f"{cond.describe()}: {failures} failing, {report.summary()}"
+        if failures < cond.failures:
+            return ConditionResult("pending", samples=failures, expected=cond.failures, detail=detail)
+        return ConditionResult(
+            "breach", start=first_failed, last_seen=now, samples=failures,
+            expected=cond.failures, detail=detail,
+        )
+
     def check_anomalies(
         self, cond: AnomalyCondition, anomalies: Iterable[Anomaly], now: datetime
     ) -> ConditionResult:
@@ -393,18 +476,23 @@ class RemediationEngine:
                 if last_seen is not None and now - last_seen < rule.condition.within:
                     return None
         lock = f"remediation:lock:{rule.name}:{host}"
-        if not self.events.claim(lock, self.owner, ttl_seconds=self.lock_ttl.total_seconds()):
+        if not self.locks.claim(lock, self.owner, ttl_seconds=self.lock_ttl.total_seconds()):
             log.debug("%s on %s is being handled by another run", rule.name, host)
             return None
         try:
             return self._decide_locked(rule, host, result, now, skey)
         finally:
-            self.events.release(lock)
+            self.locks.release(lock)
 
     def _decide_locked(
         self, rule: Rule, host: str, result: ConditionResult, now: datetime, skey: str
     ) -> ActionRecord | None:
         state = self.events.get_state(skey) or {}
+        recovered: ActionRecord | None = None
+        if state.get("intent"):
+            # We hold the (rule, host) lock, so whoever wrote this intent lost theirs: it died
+            # (or stalled past the lock's TTL) between deciding and recording the action.
+            recovered = self._recover_intent(rule, host, result, now, skey, state)
         if result.state == "clear":
             if state.get("episode_active"):
                 state.update(episode_active=False, cleared_at=_iso(now))
@@ -413,7 +501,7 @@ class RemediationEngine:
                     "incident of %s on %s is over", rule.name, host,
                     extra={"rule": rule.name, "host": host},
                 )
-            return None
+            return recovered
 
         # -- breach --
         if not state.get("episode_active"):
@@ -425,6 +513,8 @@ class RemediationEngine:
         if result.last_seen is not None:
             state["last_seen"] = _iso(result.last_seen)
         self.events.put_state(skey, state)
+        if recovered is not None:
+            return recovered
         episode_start = _parse(state["episode_start"]) or now
 
         cooldown_until = _parse(state.get("cooldown_until"))
@@ -436,20 +526,82 @@ class RemediationEngine:
             pending = self.events.get_action(pending_id)
             if pending is not None and pending.result is ActionStatus.PENDING:
                 return None
-        for guard in self.guards:
-            reason = guard(rule, host, now)
-            if reason:
-                log.warning("%s on %s suppressed: %s", rule.name, host, reason)
-                return None
+        if _parse(state.get("acted_episode")) == episode_start:
+            # This incident was handled already (the claim would say no): skip the fleet
+            # lock and the guards' queries on every pass of a long incident.
+            return None
+        if not self.guards:
+            return self._claim_and_act(rule, host, result, now, skey, state, episode_start)
+        # Fleet-wide rails count actions across hosts: two runs acting on two hosts at once
+        # must not both pass them. One fleet lock spans the guards, the claim and the
+        # recorded action, so the next run's count includes this one. Busy: try next pass
+        # (nothing is claimed, the incident stays open).
+        if not self.locks.claim(_FLEET_LOCK, self.owner, ttl_seconds=self.lock_ttl.total_seconds()):
+            log.debug("%s on %s waits: another run holds the fleet lock", rule.name, host)
+            return None
+        try:
+            for guard in self.guards:
+                reason = guard(rule, host, now)
+                if reason:
+                    log.warning("%s on %s suppressed: %s", rule.name, host, reason)
+                    return None
+            return self._claim_and_act(rule, host, result, now, skey, state, episode_start)
+        finally:
+            self.locks.release(_FLEET_LOCK)
 
+    def _claim_and_act(
+        self,
+        rule: Rule,
+        host: str,
+        result: ConditionResult,
+        now: datetime,
+        skey: str,
+        state: dict[str, Any],
+        episode_start: datetime,
+    ) -> ActionRecord | None:
         action_id = new_id("act")
         incident_key = f"remediation:incident:{rule.name}:{host}:{episode_start.isoformat()}"
+        # Intent before claim: a crash anywhere between here and the recorded action leaves
+        # this trace, and the next pass resolves it (_recover_intent) instead of the
+        # incident staying claimed with nothing done and nothing said.
+        state["intent"] = {
+            "action_id": action_id,
+            "incident_key": incident_key,
+            "episode_start": _iso(episode_start),
+            "anomaly_id": result.anomaly_id,
+            "at": _iso(now),
+            "owner": self.owner,
+        }
+        self.events.put_state(skey, state)
         if not self.events.claim(incident_key, action_id):
+            state.pop("intent", None)
+            state["acted_episode"] = _iso(episode_start)
+            self.events.put_state(skey, state)
             return None  # another run already acted on this incident
+        return self._act(rule, host, result, now, skey, state, action_id, episode_start)
 
+    def _act(
+        self,
+        rule: Rule,
+        host: str,
+        result: ConditionResult,
+        now: datetime,
+        skey: str,
+        state: dict[str, Any],
+        action_id: str,
+        episode_start: datetime,
+        *,
+        recovered: bool = False,
+    ) -> ActionRecord:
+        """Run (or ask approval for) a claimed incident's action and clear the intent."""
+        extra: dict[str, Any] = {"condition": result.detail, "episode_start": _iso(episode_start)}
+        if recovered:
+            extra["recovered"] = True
         if rule.approval == "required":
             record = self._request_approval(rule, host, result, now, action_id, episode_start)
+            state.pop("intent", None)
             state["pending_action_id"] = record.action_id
+            state["acted_episode"] = _iso(episode_start)
             self.events.put_state(skey, state)
             return record
 
@@ -461,15 +613,99 @@ class RemediationEngine:
             anomaly_id=result.anomaly_id,
             episode_start=episode_start,
             action_id=action_id,
-            extra_audit={"condition": result.detail, "episode_start": _iso(episode_start)},
+            extra_audit=extra,
         )
+        state.pop("intent", None)
         state.update(
             cooldown_until=_iso(now + rule.cooldown),
             last_action_id=execution.record.action_id,
             last_action_at=_iso(now),
+            acted_episode=_iso(episode_start),
         )
         self.events.put_state(skey, state)
         return self._after_execution(execution, rule, episode_start, now)
+
+    def _recover_intent(
+        self,
+        rule: Rule,
+        host: str,
+        result: ConditionResult,
+        now: datetime,
+        skey: str,
+        state: dict[str, Any],
+    ) -> ActionRecord | None:
+        """Resolve an intent left by a run that died; return a record made now, if any."""
+        intent = dict(state.get("intent") or {})
+        action_id = str(intent.get("action_id") or "")
+        incident_key = str(intent.get("incident_key") or "")
+        episode_start = _parse(intent.get("episode_start")) or now
+        record = self.events.get_action(action_id) if action_id else None
+        if record is not None:
+            # It acted and stored the action; it died before clearing the intent (and
+            # perhaps before the audit append: put the proof back if it is missing).
+            self._ensure_audited(record, _parse(intent.get("at")) or now)
+            state.pop("intent", None)
+            state["acted_episode"] = _iso(episode_start)
+            if record.result is ActionStatus.PENDING:
+                state["pending_action_id"] = record.action_id
+            else:
+                state.setdefault("cooldown_until", _iso(record.timestamp + rule.cooldown))
+                state.setdefault("last_action_id", record.action_id)
+            self.events.put_state(skey, state)
+            log.warning("recovered action %s of %s on %s (already recorded)", action_id, rule.name, host)
+            return None
+        if not incident_key or self.events.claim(incident_key, action_id or "recovery"):
+            # It died before claiming: nothing was done. Drop the intent (and our claim):
+            # this pass decides afresh, through the guards.
+            if incident_key:
+                self.events.release(incident_key)
+            state.pop("intent", None)
+            self.events.put_state(skey, state)
+            log.warning("dropped the unclaimed intent %s of %s on %s", action_id, rule.name, host)
+            return None
+        # Claimed, never recorded: the action may or may not have run. If the incident still
+        # holds, finish it under the same action id -- the executor's idempotency check skips
+        # a target already in the goal state, so a half-done action is not done twice.
+        if result.state == "breach":
+            log.warning(
+                "resuming action %s of %s on %s: its run died after claiming the incident",
+                action_id, rule.name, host,
+            )
+            resumed = replace(result, anomaly_id=result.anomaly_id or intent.get("anomaly_id"))
+            return self._act(
+                rule, host, resumed, now, skey, state, action_id, episode_start, recovered=True
+            )
+        params = rule.typed_params
+        closed = ActionRecord(
+            action=rule.action,
+            instance=host,
+            result=ActionStatus.SKIPPED,
+            rule=rule.name,
+            dry_run=self.dry_run,
+            timestamp=now,
+            action_id=action_id,
+            anomaly_id=intent.get("anomaly_id"),
+            params=params.model_dump(),
+            detail="interrupted: the run that claimed this incident died before acting; "
+            "the incident is over, so it was not executed",
+        )
+        self.executor.record(closed, recovered=True, episode_start=_iso(episode_start))
+        state.pop("intent", None)
+        state.update(
+            cooldown_until=_iso(now + rule.cooldown), last_action_id=action_id,
+            acted_episode=_iso(episode_start),
+        )
+        self.events.put_state(skey, state)
+        return closed
+
+    def _ensure_audited(self, record: ActionRecord, since: datetime) -> None:
+        try:
+            for entry in self.audit.records(since=since - timedelta(minutes=5)):
+                if entry.get("action_id") == record.action_id and entry.get("event", "action") == "action":
+                    return
+            self.audit.append(audit_entry(record, event="action", recovered=True))
+        except (StoreError, OSError) as exc:
+            log.error("could not check or repair the audit of %s: %s", record.action_id, exc)
 
     # -- approvals ------------------------------------------------------------------------
 

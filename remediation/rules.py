@@ -44,6 +44,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from remediation.actions import ActionParams, registry
+from remediation.adapters.base import SERVICE_PATTERN
 from smartcloudops.domain import CANONICAL_METRICS, Severity
 from smartcloudops.errors import ConfigError, InputError
 
@@ -237,7 +238,23 @@ class AnomalyCondition(_Strict):
         return f"model anomaly >= {self.min_severity}{on}"
 
 
-CONDITION_TYPES = ("threshold", "anomaly")
+class HealthCondition(_Strict):
+    """The service's health check failed ``failures`` times in a row (one check per pass).
+
+    A health rule asks the adapter on every sensor pass, so keep it to hosts that need it
+    (``hosts:``); the count lives in the event store, so every sensor process shares it.
+    """
+
+    type: Literal["health"] = "health"
+    service: str = Field(default="app", pattern=SERVICE_PATTERN)
+    #: Consecutive failing checks before the incident starts: one blip is not an outage.
+    failures: int = Field(default=2, ge=1, le=100)
+
+    def describe(self) -> str:
+        return f"health check of {self.service} failing {self.failures}x in a row"
+
+
+CONDITION_TYPES = ("threshold", "anomaly", "health")
 
 
 def _condition_type(value: Any) -> str | None:
@@ -250,7 +267,9 @@ def _condition_type(value: Any) -> str | None:
 
 
 Condition = Annotated[
-    Annotated[ThresholdCondition, Tag("threshold")] | Annotated[AnomalyCondition, Tag("anomaly")],
+    Annotated[ThresholdCondition, Tag("threshold")]
+    | Annotated[AnomalyCondition, Tag("anomaly")]
+    | Annotated[HealthCondition, Tag("health")],
     Discriminator(
         _condition_type,
         custom_error_type="unknown_condition",
@@ -353,8 +372,10 @@ class RuleSet(_Strict):
         longest = timedelta(minutes=5)
         for rule in self.active:
             cond = rule.condition
-            span = cond.duration if isinstance(cond, ThresholdCondition) else cond.within
-            longest = max(longest, span)
+            if isinstance(cond, ThresholdCondition):
+                longest = max(longest, cond.duration)
+            elif isinstance(cond, AnomalyCondition):
+                longest = max(longest, cond.within)
         # Twice the longest window, so the start of a breach episode is visible too.
         return 2 * longest + timedelta(seconds=2 * step_seconds)
 

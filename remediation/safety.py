@@ -3,19 +3,32 @@
 A guard sees (rule, host, now) before an incident is claimed and returns a reason to hold
 the action back, or None. Cooldown and exactly-once live in the engine itself; these rails
 look across rules and hosts, using the event store's action history and state so every
-sensor process sees the same picture.
+sensor process sees the same picture. :func:`guards_from_settings` builds them from the
+``SMARTCLOUDOPS_REMEDIATION_*`` settings (safe defaults: breaker and blast radius on).
+
+Maintenance windows (``SMARTCLOUDOPS_REMEDIATION_MAINTENANCE_WINDOWS``, ``;``-separated, UTC):
+``2026-11-22T02:00Z/2026-11-22T04:00Z`` (one-off, ISO 8601), ``daily 02:00-03:00``,
+``sat,sun 00:00-06:00``, ``mon-fri 22:00-02:00`` (an end before the start runs past
+midnight); append ``@web-*,db-1`` to limit a window to hosts.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
-from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from remediation.rules import Rule
 from smartcloudops.domain import ActionStatus
+from smartcloudops.errors import ConfigError
 from smartcloudops.events import EventStore
+
+if TYPE_CHECKING:
+    from smartcloudops.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +99,11 @@ class BlastRadius:
         self.max_share = max_share
         self.window = window
 
+    def status(self, now: datetime) -> dict[str, Any]:
+        touched = sorted({r.instance for r in _recent(self.events, now - self.window)})
+        size = max(1, self.fleet_size())
+        return {"touched": touched, "limit": max(1, int(self.max_share * size)), "fleet": size}
+
     def __call__(self, rule: Rule, host: str, now: datetime) -> str | None:
         touched = {r.instance for r in _recent(self.events, now - self.window)}
         if host in touched:
@@ -98,3 +116,173 @@ class BlastRadius:
                 f"the limit is {allowed} ({self.max_share:.0%})"
             )
         return None
+
+
+# -- maintenance windows ------------------------------------------------------------------------
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WINDOW_HINT = (
+    "expected '<start>/<end>' (ISO 8601) or '<days> HH:MM-HH:MM' with days 'daily', 'mon', "
+    "'mon-fri' or 'sat,sun', optionally followed by '@host-glob,...'"
+)
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    """A one-off interval (``start``/``end``) or a weekly recurring one (``days`` + minutes of
+    the day, UTC; an end before the start runs past midnight into the next day)."""
+
+    text: str
+    hosts: tuple[str, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+    days: frozenset[int] = frozenset()
+    start_minute: int = 0
+    end_minute: int = 0
+
+    def applies_to(self, host: str) -> bool:
+        return not self.hosts or any(fnmatch.fnmatchcase(host, p) for p in self.hosts)
+
+    def contains(self, now: datetime) -> bool:
+        now = now.astimezone(UTC)
+        if self.start is not None and self.end is not None:
+            return self.start <= now < self.end
+        minute = now.hour * 60 + now.minute
+        if self.start_minute <= self.end_minute:
+            return now.weekday() in self.days and self.start_minute <= minute < self.end_minute
+        # Past midnight: the evening part belongs to today, the morning part to yesterday.
+        yesterday = (now.weekday() - 1) % 7
+        return (now.weekday() in self.days and minute >= self.start_minute) or (
+            yesterday in self.days and minute < self.end_minute
+        )
+
+
+def _parse_days(text: str) -> frozenset[int]:
+    text = text.strip().lower()
+    if text in ("daily", "*", "every"):
+        return frozenset(range(7))
+    days: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        if first[:3] not in _DAYS or (last and last[:3] not in _DAYS):
+            raise ValueError(f"unknown day in {part.strip()!r}; valid: daily, {', '.join(_DAYS)}")
+        a = _DAYS.index(first[:3])
+        b = _DAYS.index(last[:3]) if last else a
+        index = a
+        days.add(index)
+        while index != b:  # 'fri-mon' wraps around the week
+            index = (index + 1) % 7
+            days.add(index)
+    return frozenset(days)
+
+
+def _parse_minute(text: str) -> int:
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
+    if not match or int(match.group(1)) > 24 or int(match.group(2)) > 59:
+        raise ValueError(f"invalid time of day {text.strip()!r}; use HH:MM (UTC)")
+    minute = int(match.group(1)) * 60 + int(match.group(2))
+    if minute > 24 * 60:
+        raise ValueError(f"invalid time of day {text.strip()!r}; use HH:MM (UTC)")
+    return minute
+
+
+def _parse_instant(text: str) -> datetime:
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def parse_maintenance_windows(text: str | None) -> list[MaintenanceWindow]:
+    """``SMARTCLOUDOPS_REMEDIATION_MAINTENANCE_WINDOWS`` -> windows.
+
+    Raises:
+        ConfigError: a window cannot be read; the message names the variable and the window.
+    """
+    windows = []
+    for raw in (text or "").split(";"):
+        item = raw.strip()
+        if not item:
+            continue
+        spec, at_sign, host_part = item.partition("@")
+        hosts = tuple(h.strip() for h in host_part.split(",") if h.strip())
+        if at_sign and not hosts:
+            raise ConfigError(f"{_ENV_WINDOWS}: window {item!r} has an empty host list after '@'")
+        spec = spec.strip()
+        try:
+            if "/" in spec:
+                first, _, last = spec.partition("/")
+                start, end = _parse_instant(first), _parse_instant(last)
+                if end <= start:
+                    raise ValueError("the end must be after the start")
+                windows.append(MaintenanceWindow(item, hosts, start=start, end=end))
+                continue
+            days_text, _, times = spec.rpartition(" ")
+            first, sep, last = times.partition("-")
+            if not days_text or not sep:
+                raise ValueError(_WINDOW_HINT)
+            start_minute, end_minute = _parse_minute(first), _parse_minute(last)
+            if start_minute == end_minute:
+                raise ValueError("the window is empty (start equals end)")
+            windows.append(
+                MaintenanceWindow(
+                    item, hosts, days=_parse_days(days_text),
+                    start_minute=start_minute, end_minute=end_minute,
+                )
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{_ENV_WINDOWS}: cannot read window {item!r}: {exc}") from exc
+    return windows
+
+
+_ENV_WINDOWS = "SMARTCLOUDOPS_REMEDIATION_MAINTENANCE_WINDOWS"
+
+
+class MaintenanceWindows:
+    """Suppresses automatic actions on a host while one of its windows is open. A suppressed
+    incident is not dropped: if it still holds after the window, the engine acts then."""
+
+    def __init__(self, windows: Sequence[MaintenanceWindow]) -> None:
+        self.windows = tuple(windows)
+
+    def active(self, now: datetime, host: str | None = None) -> list[MaintenanceWindow]:
+        return [
+            w for w in self.windows if w.contains(now) and (host is None or w.applies_to(host))
+        ]
+
+    def status(self, now: datetime) -> dict[str, Any]:
+        return {
+            "windows": [w.text for w in self.windows],
+            "active": [w.text for w in self.active(now)],
+        }
+
+    def __call__(self, rule: Rule, host: str, now: datetime) -> str | None:
+        hits = self.active(now, host)
+        return f"maintenance window {hits[0].text!r} is open" if hits else None
+
+
+def guards_from_settings(
+    settings: Settings, events: EventStore, fleet_size: Callable[[], int]
+) -> list[Callable[[Rule, str, datetime], str | None]]:
+    """The rails ``RemediationEngine.from_settings`` wires in (cheapest check first)."""
+    guards: list[Callable[[Rule, str, datetime], str | None]] = []
+    windows = parse_maintenance_windows(settings.remediation_maintenance_windows)
+    if windows:
+        guards.append(MaintenanceWindows(windows))
+    if settings.remediation_rate_limit_actions > 0:
+        guards.append(
+            RateLimitBreaker(
+                events,
+                max_actions=settings.remediation_rate_limit_actions,
+                window=timedelta(minutes=settings.remediation_rate_limit_window_minutes),
+                open_for=timedelta(minutes=settings.remediation_breaker_open_minutes),
+            )
+        )
+    if settings.remediation_blast_radius_share < 1.0:
+        guards.append(
+            BlastRadius(
+                events,
+                fleet_size,
+                max_share=settings.remediation_blast_radius_share,
+                window=timedelta(minutes=settings.remediation_blast_radius_window_minutes),
+            )
+        )
+    return guards

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -103,6 +104,59 @@ class Settings(BaseSettings):
 
     # -- logging --------------------------------------------------------------------------
     log_level: str = "INFO"
+
+    # -- chatops: Slack approvals, rate limit (added for issue 6) --------------------------
+    # Slack proves a request came from the workspace, not that the person may decide a
+    # remediation: approve/reject from Slack needs the user's id listed here. Empty: nobody.
+    slack_approvers: str | None = Field(
+        default=None, description="Comma-separated Slack user ids (U…) allowed to approve/reject."
+    )
+
+    # Per bearer token (or Slack user) per minute; 0 turns the limit off (benchmarks).
+    chatops_rate_limit_per_minute: int = Field(default=300, ge=0, le=1_000_000)
+
+    def slack_approver_list(self) -> list[str]:
+        return [u.strip() for u in (self.slack_approvers or "").split(",") if u.strip()]
+
+    # -- remediation safety rails (issue 5; added by the remediation owner) ----------------
+    # Safe defaults: every rail is on. 0 actions disables the breaker; share 1.0 disables
+    # the blast-radius cap; an empty window list means no maintenance window.
+    remediation_rate_limit_actions: int = Field(
+        default=10, ge=0, description="Automatic actions per rate window before the circuit "
+        "breaker opens (0: no breaker)."
+    )
+    remediation_rate_limit_window_minutes: float = Field(default=10.0, gt=0)
+    remediation_breaker_open_minutes: float = Field(
+        default=30.0, gt=0, description="How long an opened circuit breaker blocks actions."
+    )
+    remediation_blast_radius_share: float = Field(
+        default=0.4, gt=0, le=1.0, description="Largest share of the fleet automatic actions "
+        "may touch per blast-radius window (1.0: no cap)."
+    )
+    remediation_blast_radius_window_minutes: float = Field(default=60.0, gt=0)
+    remediation_maintenance_windows: str = Field(
+        default="", description="';'-separated windows that suppress automatic actions, UTC: "
+        "'2026-11-22T02:00Z/2026-11-22T04:00Z' (one-off, ISO 8601), 'daily 02:00-03:00', "
+        "'sat,sun 00:00-06:00', 'mon-fri 22:00-02:00'; append '@web-*,db-1' to limit a "
+        "window to hosts (globs)."
+    )
+    remediation_adapter: Literal["simulator", "local", "aws"] = Field(
+        default="simulator", description="Where actions land: the built-in simulator, this "
+        "machine (allowlisted argv commands) or AWS (Auto Scaling + SSM)."
+    )
+    remediation_adapter_config: Path | None = Field(
+        default=None, description="YAML for the local adapter (hosts, allowlist; unset: "
+        "systemd's app.service on this host) or the AWS adapter (targets: host -> asg, "
+        "instance_id; required)."
+    )
+    remediation_aws_endpoint_url: str | None = Field(
+        default=None, description="Custom AWS endpoint for Auto Scaling and SSM (moto in tests)."
+    )
+    remediation_locks: Literal["events", "redis"] = Field(
+        default="events", description="Where the engine's short-lived locks live: the event "
+        "store, or Redis (SMARTCLOUDOPS_REDIS_URL) in service mode. Incident claims always stay "
+        "in the event store (durable)."
+    )
 
     @field_validator("prometheus_url", "metrics_bucket", "mlflow_tracking_uri", "redis_url")
     @classmethod
