@@ -54,6 +54,28 @@ def print_status(settings: Settings) -> int:
                 f"  {action.timestamp:%H:%M:%S} {action.action} {action.instance} "
                 f"{action.result.value} ({action.rule})"
             )
+        _print_breaker(settings)
     except SmartCloudOpsError as exc:
         print(f"events          unavailable ({exc})")
     return 0
+
+
+def _print_breaker(settings: Settings) -> None:
+    """The circuit breaker is what an operator most needs to see when actions stop."""
+    from remediation.safety import RateLimitBreaker
+    from smartcloudops.events import EventStore
+
+    events = EventStore.from_settings(settings)
+    try:
+        state = RateLimitBreaker(
+            events,
+            max_actions=settings.remediation_rate_limit_actions,
+            window=timedelta(minutes=settings.remediation_rate_limit_window_minutes),
+            open_for=timedelta(minutes=settings.remediation_breaker_open_minutes),
+        ).status(utcnow())
+    finally:
+        events.close()
+    if state["open"]:
+        print(f"breaker         OPEN until {state['open_until']}: {state['reason']}")
+    else:
+        print("breaker         closed")
