@@ -10,6 +10,7 @@ Config keys (all optional; see :data:`DEFAULT_CONFIG`):
 ``MAX_CONTENT_LENGTH``        request body limit in bytes (413 above it), default 16 KiB
 ``MAX_QUERY_CHARS``           longest accepted question after cleaning (400 above it), default 500
 ``RATE_LIMIT_PER_MINUTE``     requests per token per minute (429 above it); 0 disables
+                              (default ``settings.chatops_rate_limit_per_minute``, 300)
 ``METRIC_SOURCE``             object with ``latest/query_range/hosts`` (default ``get_metric_source``)
 ``EVENT_STORE``               object with the EventStore read API (default ``EventStore.from_settings``)
 ``REMEDIATION_ENGINE``        object with ``approve(id, by)`` / ``reject(id, by, reason)``; or
@@ -18,13 +19,27 @@ Config keys (all optional; see :data:`DEFAULT_CONFIG`):
 ``MODEL_STATUS``              ``callable() -> dict`` (default: MLflow registry, see tools)
 ``MLFLOW_CLIENT_FACTORY``     ``callable(tracking_uri) -> client`` for the default MODEL_STATUS
 ``MLFLOW_TIMEOUT_SECONDS``    deadline for one registry read, default 5
-``LOG_DIR`` / ``LOG_READER``  where logs live (default ``settings.log_dir``) / ``read_logs``
+``LOG_DIR`` / ``LOG_READER``  where logs live (default ``settings.log_dir``) / a reader with
+                              ``read_logs``' signature (default: ``IncrementalLogReader``, the same
+                              answers without re-parsing whole files)
+``METRIC_CACHE_SECONDS``      metric-source results kept this long per process (default 5; 0: off)
 ``SESSION_STORE``             object with ``get/put/close`` (default: Redis if
                               ``settings.redis_url`` else in-memory); ``SESSION_TTL_SECONDS``
 ``LLM_MODEL``                 overrides ``settings.llm_model``; ``LLM_TIMEOUT_SECONDS``,
                               ``LLM_RETRIES``, ``LLM_COMPLETION_KWARGS`` (e.g. ``mock_response``)
 ``CLOCK``                     ``callable() -> aware datetime`` (tests)
 ``STATUS_WINDOW_MINUTES``     window of "recent anomalies" in /status, default 60
+``ANOMALY_CACHE_SECONDS``     TTL of the recent-anomalies snapshot (Redis if ``settings.redis_url``,
+                              else in memory), default 5; 0 disables. ``ANOMALY_CACHE`` injects one.
+``REDIS_PREFIX``              key prefix of everything ChatOps keeps in Redis (tests isolate with it)
+``RATE_LIMITER``              object with ``check(key) -> wait | None`` (default: shared in Redis
+                              when ``settings.redis_url`` is set, else per process)
+``SLACK_SIGNING_SECRET``      overrides ``settings.slack_signing_secret``; unset: /slack/command 503
+``SLACK_REPLAY_WINDOW_SECONDS`` accepted clock skew of Slack's timestamp, default 300
+``SLACK_APPROVERS``           Slack user ids allowed to approve/reject (default
+                              ``settings.slack_approvers``); nobody when empty
+``SLACK_USE_LLM``             rephrase Slack answers with the LLM too (default False: Slack wants
+                              an answer within 3 s)
 
 Resources (metric source, event store, engine, MLflow reader) are opened lazily, once per
 app, on first use -- not per request, because an SQLAlchemy engine or a Prometheus client is
@@ -40,10 +55,8 @@ import hmac
 import json
 import logging
 import re
-import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,9 +67,13 @@ from flask import Blueprint, Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from chatops import answer as answers
-from chatops import llm
+from chatops import llm, slack
+from chatops.cache import MemoryTTL, RateLimiter, RecentAnomalies, RedisRateLimiter, RedisTTL, redis_client
 from chatops.intents import LEVELS, MAX_SINCE_MINUTES, ParsedQuery, clean_text, parse
+from chatops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from chatops.metrics import ChatOpsMetrics
 from chatops.openapi import openapi_document
+from chatops.readers import CachedMetricSource, IncrementalLogReader
 from chatops.sessions import Resolved, SessionStore, Turn, make_session_store, remember, resolve
 from chatops.tools import Evidence, MlflowModelStatus, Resources, Tools, iso
 from smartcloudops.errors import ConfigError, SmartCloudOpsError
@@ -70,7 +87,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "ALLOW_NO_AUTH": False,
     "MAX_CONTENT_LENGTH": 16 * 1024,
     "MAX_QUERY_CHARS": 500,
-    "RATE_LIMIT_PER_MINUTE": 300,
+    "RATE_LIMIT_PER_MINUTE": None,
     "METRIC_SOURCE": None,
     "EVENT_STORE": None,
     "REMEDIATION_ENGINE": None,
@@ -88,10 +105,22 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "LLM_COMPLETION_KWARGS": None,
     "CLOCK": None,
     "STATUS_WINDOW_MINUTES": 60,
+    "ANOMALY_CACHE_SECONDS": 5.0,
+    "METRIC_CACHE_SECONDS": 5.0,
+    "ANOMALY_CACHE": None,
+    "REDIS_PREFIX": "smartcloudops:chatops:",
+    "RATE_LIMITER": None,
+    "SLACK_SIGNING_SECRET": None,
+    "SLACK_REPLAY_WINDOW_SECONDS": slack.REPLAY_WINDOW_SECONDS,
+    "SLACK_APPROVERS": None,
+    "SLACK_USE_LLM": False,
 }
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-PUBLIC_ENDPOINTS = frozenset({"chatops.healthz", "chatops.openapi", "static"})
+# /slack/command is authenticated by Slack's request signature, not a bearer token.
+# /metrics is for Prometheus' scrape (no user text in it), as /healthz is for probes.
+PUBLIC_ENDPOINTS = frozenset({"chatops.healthz", "chatops.openapi", "chatops.metrics",
+                              "chatops.slack_command", "static"})
 MAX_LOG_LIMIT = 1000
 MAX_CONTAINS_CHARS = 200
 
@@ -109,34 +138,6 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-class RateLimiter:
-    """Sliding one-minute window per caller. Per process: with N workers the effective
-    limit is up to N times higher (a shared limiter would go to Redis)."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_minute = per_minute
-        self._clock = clock
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, key: str) -> float | None:
-        """None if allowed, else seconds until the next request would be."""
-        if self.per_minute <= 0:
-            return None
-        now = self._clock()
-        with self._lock:
-            hits = self._hits.setdefault(key, deque())
-            while hits and now - hits[0] >= 60.0:
-                hits.popleft()
-            if len(hits) >= self.per_minute:
-                return max(0.0, 60.0 - (now - hits[0]))
-            hits.append(now)
-            if len(self._hits) > 10_000:  # forget idle callers
-                for k in [k for k, v in self._hits.items() if not v][:5000]:
-                    del self._hits[k]
-            return None
-
-
 @dataclass
 class ChatOps:
     """Everything one app instance owns (kept in ``app.extensions["chatops"]``)."""
@@ -146,12 +147,19 @@ class ChatOps:
     resources: Resources
     tools: Tools
     sessions: SessionStore
-    rate_limiter: RateLimiter
+    rate_limiter: RateLimiter | RedisRateLimiter
     llm_config: llm.LLMConfig | None
     max_query_chars: int
     status_window_minutes: int
     owned: list[str] = field(default_factory=list)  # resource names we opened and must close
     _owned_sessions: bool = False
+    slack_secret: bytes | None = None
+    slack_window_seconds: float = slack.REPLAY_WINDOW_SECONDS
+    slack_approvers: frozenset[str] = frozenset()
+    slack_use_llm: bool = False
+    slack_replays: slack.ReplayGuard | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list)  # other things we opened
+    metrics: ChatOpsMetrics = field(default_factory=ChatOpsMetrics)
 
     def close(self) -> None:
         opened = self.resources.opened()
@@ -171,6 +179,11 @@ class ChatOps:
                 self.sessions.close()
             except Exception as exc:  # noqa: BLE001
                 log.warning("closing the session store failed: %s", exc)
+        for closer in self.closers:
+            try:
+                closer()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing a cache failed: %s", exc)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -194,12 +207,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     owned: list[str] = []
 
     def open_metric_source() -> Any:
-        if cfg["METRIC_SOURCE"] is not None:
-            return cfg["METRIC_SOURCE"]
-        from smartcloudops.sources import get_metric_source
+        source = cfg["METRIC_SOURCE"]
+        if source is None:
+            from smartcloudops.sources import get_metric_source
 
-        owned.append("metric_source")
-        return get_metric_source(settings)
+            owned.append("metric_source")
+            source = get_metric_source(settings)
+        ttl = float(cfg["METRIC_CACHE_SECONDS"])
+        return CachedMetricSource(source, ttl) if ttl > 0 else source
 
     def open_event_store() -> Any:
         if cfg["EVENT_STORE"] is not None:
@@ -227,9 +242,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     log_reader = cfg["LOG_READER"]
     if log_reader is None:
-        from smartcloudops.logs import read_logs
+        # read_logs' answers, without re-parsing the whole day's file on every question.
+        log_reader = IncrementalLogReader()
 
-        log_reader = read_logs
+    prefix = str(cfg["REDIS_PREFIX"])
+    closers: list[Callable[[], None]] = []
+    anomaly_cache = cfg["ANOMALY_CACHE"]
+    if anomaly_cache is None and float(cfg["ANOMALY_CACHE_SECONDS"]) > 0:
+        backend = (RedisTTL(settings.redis_url, prefix=prefix) if settings.redis_url
+                   else MemoryTTL(max_entries=4))
+        anomaly_cache = RecentAnomalies(lambda: resources.event_store, backend,
+                                        ttl_seconds=float(cfg["ANOMALY_CACHE_SECONDS"]), clock=clock,
+                                        store_id=settings.resolved_event_store_url)
+        closers.append(anomaly_cache.close)
 
     resources = Resources(
         settings=settings,
@@ -240,11 +265,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         log_reader=log_reader,
         log_dir=Path(cfg["LOG_DIR"] or settings.log_dir),
         clock=clock,
+        anomaly_cache=anomaly_cache,
     )
     sessions = cfg["SESSION_STORE"]
     owned_sessions = sessions is None
     if sessions is None:
-        sessions = make_session_store(settings.redis_url, float(cfg["SESSION_TTL_SECONDS"]))
+        sessions = make_session_store(settings.redis_url, float(cfg["SESSION_TTL_SECONDS"]),
+                                      prefix=str(cfg["REDIS_PREFIX"]) + "session:")
     model_name = cfg["LLM_MODEL"] or settings.llm_model
     llm_config = llm.LLMConfig(
         model=model_name,
@@ -253,18 +280,47 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         completion_kwargs=dict(cfg["LLM_COMPLETION_KWARGS"] or {}),
     ) if model_name else None
 
+    rate_limiter = cfg["RATE_LIMITER"]
+    if rate_limiter is None:
+        per_minute = int(cfg["RATE_LIMIT_PER_MINUTE"] if cfg["RATE_LIMIT_PER_MINUTE"] is not None
+                         else settings.chatops_rate_limit_per_minute)
+        if settings.redis_url and per_minute > 0:
+            rate_limiter = RedisRateLimiter(per_minute, settings.redis_url, prefix=prefix + "ratelimit:")
+            closers.append(rate_limiter.close)
+        else:
+            rate_limiter = RateLimiter(per_minute)
+
+    secret = cfg["SLACK_SIGNING_SECRET"] or settings.slack_signing_secret
+    if secret is not None and not isinstance(secret, str):
+        secret = secret.get_secret_value()  # SecretStr
+    approvers = cfg["SLACK_APPROVERS"]
+    if approvers is None:
+        approvers = settings.slack_approver_list()
+    replay_client = None
+    if secret and settings.redis_url:
+        replay_client = redis_client(settings.redis_url)
+        closers.append(replay_client.close)
+    window = float(cfg["SLACK_REPLAY_WINDOW_SECONDS"])
+
     state = ChatOps(
         settings=settings,
         tokens=tuple(t.encode("utf-8") for t in tokens),
         resources=resources,
         tools=Tools(resources),
         sessions=sessions,
-        rate_limiter=RateLimiter(int(cfg["RATE_LIMIT_PER_MINUTE"])),
+        rate_limiter=rate_limiter,
         llm_config=llm_config,
         max_query_chars=int(cfg["MAX_QUERY_CHARS"]),
         status_window_minutes=int(cfg["STATUS_WINDOW_MINUTES"]),
         owned=owned,
         _owned_sessions=owned_sessions,
+        slack_secret=secret.encode("utf-8") if secret else None,
+        slack_window_seconds=window,
+        slack_approvers=frozenset(a.strip() for a in approvers if a and a.strip()),
+        slack_use_llm=bool(cfg["SLACK_USE_LLM"]),
+        slack_replays=slack.ReplayGuard(window, redis_client=replay_client,
+                                        prefix=prefix + "slack-seen:") if secret else None,
+        closers=closers,
     )
     app.extensions["chatops"] = state
     app.register_blueprint(bp)
@@ -301,9 +357,16 @@ def _error_response(status: int, code: str, message: str, field: str | None = No
     return response
 
 
+def _count_refused(status: int, code: str) -> None:
+    state = current_app.extensions.get("chatops")
+    if isinstance(state, ChatOps):
+        state.metrics.refused.labels(str(status), code).inc()
+
+
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Any:
+        _count_refused(exc.status, exc.code)
         return _error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
 
     @app.errorhandler(HTTPException)
@@ -313,6 +376,7 @@ def _register_errors(app: Flask) -> None:
         if status == 413:
             limit = current_app.config.get("MAX_CONTENT_LENGTH")
             message = f"request body is larger than the {limit}-byte limit"
+        _count_refused(status, _HTTP_CODES.get(status, "http_error"))
         headers = {}
         valid_methods = getattr(exc, "valid_methods", None)
         if status == 405 and valid_methods:
@@ -386,6 +450,12 @@ def healthz() -> Any:
     return jsonify({"status": "ok"})
 
 
+@bp.get("/metrics")
+def metrics() -> Any:
+    return current_app.response_class(_state().metrics.render(), mimetype=None,
+                                      content_type=METRICS_CONTENT_TYPE)
+
+
 @bp.get("/openapi.json")
 def openapi() -> Any:
     return jsonify(openapi_document(_state().max_query_chars))
@@ -443,8 +513,70 @@ def query() -> Any:
     return jsonify(answer_question(state, cleaned, session_id, g.get("caller")))
 
 
-def answer_question(state: ChatOps, text: str, session_id: str, caller: str | None) -> dict[str, Any]:
-    """The whole /query pipeline, callable without HTTP (Slack, benchmarks)."""
+@bp.post("/slack/command")
+def slack_command() -> Any:
+    """A Slack slash command: verified by Slack's request signature, answered in Slack's
+    message format with the same understanding and evidence as /query."""
+    state = _state()
+    if state.slack_secret is None or state.slack_replays is None:
+        raise ApiError(503, "not_configured",
+                       "Slack is not configured: set SMARTCLOUDOPS_SLACK_SIGNING_SECRET")
+    try:
+        # Timestamp first: a stale or unsigned request is refused before its body is read.
+        timestamp = slack.check_timestamp(request.headers.get("X-Slack-Request-Timestamp"),
+                                          state.resources.clock().timestamp(), state.slack_window_seconds)
+        signature = request.headers.get("X-Slack-Signature")
+        if signature is None or not signature.strip():
+            raise slack.SlackRequestError(401, "unauthorized", "missing X-Slack-Signature header",
+                                          "X-Slack-Signature")
+        raw = request.get_data(cache=True)  # the exact bytes Slack signed; 413 past the limit
+        slack.verify_signature(state.slack_secret, timestamp, raw, signature)
+        if not state.slack_replays.first_use(signature.strip()):
+            raise slack.SlackRequestError(401, "replayed_request",
+                                          "this signed request was already received", "X-Slack-Signature")
+        if request.mimetype != "application/x-www-form-urlencoded":
+            raise slack.SlackRequestError(
+                415, "unsupported_media_type",
+                f"expected application/x-www-form-urlencoded, got {request.mimetype or 'no Content-Type'}",
+                "Content-Type")
+        command = slack.parse_command(raw)
+    except slack.SlackRequestError as exc:
+        # Worth seeing in the log (forged or replayed requests); never the secret or the body.
+        log.warning("slack request refused", extra={"code": exc.code, "field": exc.field,
+                                                    "remote_addr": request.remote_addr})
+        headers = {"WWW-Authenticate": 'Slack-Signature realm="chatops"'} if exc.status == 401 else None
+        raise ApiError(exc.status, exc.code, exc.message, exc.field, headers) from exc
+    if command.ssl_check:
+        return "", 200  # Slack's certificate probe: answer 200, do nothing
+    # From here on the asker is a real Slack user: problems are told to them in Slack (an
+    # HTTP error would only show "failed with the error ..." there).
+    wait = state.rate_limiter.check("slack:" + command.caller)
+    if wait is not None:
+        return jsonify(slack.notice(
+            f"Too many requests: more than {state.rate_limiter.per_minute} a minute. "
+            f"Try again in {max(1, int(wait + 0.999))} s."))
+    cleaned = clean_text(command.text) or "help"
+    if len(cleaned) > state.max_query_chars:
+        return jsonify(slack.notice(
+            f"That question is {len(cleaned)} characters; the limit is {state.max_query_chars}."))
+    refusal = None
+    if command.user_id not in state.slack_approvers:
+        refusal = (f"Slack user {command.user_id} may not approve or reject actions "
+                   "(not in SMARTCLOUDOPS_SLACK_APPROVERS)")
+    g.caller = command.caller
+    result = answer_question(state, cleaned, command.session_id, command.caller,
+                             use_llm=state.slack_use_llm, decide_refusal=refusal, channel="slack")
+    return jsonify(slack.to_message(result))
+
+
+def answer_question(state: ChatOps, text: str, session_id: str, caller: str | None, *,
+                    use_llm: bool = True, decide_refusal: str | None = None,
+                    channel: str = "api") -> dict[str, Any]:
+    """The whole /query pipeline, callable without HTTP (Slack, benchmarks).
+
+    ``decide_refusal``: when set, an approve/reject is not carried out and its evidence says
+    this instead (a Slack user who is not an approver).
+    """
     started = time.perf_counter()
     now = state.resources.clock()
     hosts = state.resources.known_hosts()
@@ -457,7 +589,7 @@ def answer_question(state: ChatOps, text: str, session_id: str, caller: str | No
         except SmartCloudOpsError as exc:
             log.warning("session store unavailable; answering without context", extra={"error": str(exc)})
     resolved = resolve(parsed, previous)
-    evidence, returned = _run(state, parsed, resolved, caller)
+    evidence, returned = _run(state, parsed, resolved, caller, decide_refusal)
     refusal = parsed.refusal if resolved.intent == "unknown" else None
     text_answer = answers.compose(
         resolved.intent, resolved.params, evidence, now=now, refusal=refusal, note=resolved.note or None,
@@ -466,6 +598,9 @@ def answer_question(state: ChatOps, text: str, session_id: str, caller: str | No
     llm_info: dict[str, Any]
     if state.llm_config is None:
         llm_info = llm.disabled()
+    elif not use_llm:
+        llm_info = llm.disabled("not used for this channel") | {
+            "enabled": True, "model": state.llm_config.model}
     elif resolved.intent in ("help", "unknown") or not evidence:
         llm_info = llm.disabled("not used: nothing to rephrase for this intent") | {
             "enabled": True, "model": state.llm_config.model}
@@ -494,6 +629,9 @@ def answer_question(state: ChatOps, text: str, session_id: str, caller: str | No
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         },
     )
+    state.metrics.observe(channel, resolved.intent, time.perf_counter() - started,
+                          llm_info.get("used") if llm_info.get("enabled") else None,
+                          [str(e.get("source")) for e in evidence if e.get("error")])
     return {
         "intent": resolved.intent,
         "params": resolved.params,
@@ -505,7 +643,7 @@ def answer_question(state: ChatOps, text: str, session_id: str, caller: str | No
 
 
 def _run(state: ChatOps, parsed: ParsedQuery, resolved: Resolved,
-         caller: str | None) -> tuple[list[Evidence], int]:
+         caller: str | None, decide_refusal: str | None = None) -> tuple[list[Evidence], int]:
     """Execute one resolved intent; returns the evidence and how many list items it shows."""
     tools = state.tools
     p = resolved.params
@@ -535,6 +673,10 @@ def _run(state: ChatOps, parsed: ParsedQuery, resolved: Resolved,
                          "window_end": iso(state.resources.clock()), "values": [],
                          "error": "refused: approvals need an authenticated caller "
                                   "(this server runs with ALLOW_NO_AUTH)"}]
+        elif decide_refusal is not None:
+            evidence = [{"source": "chatops", "query": f"{verb} {p['action_id']}", "window_start": None,
+                         "window_end": iso(state.resources.clock()), "values": [],
+                         "error": f"refused: {decide_refusal}"}]
         else:
             evidence = [tools.decide(verb, p["action_id"], by=f"chatops:{caller}",
                                      note=parsed.decision_note)]

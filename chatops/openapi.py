@@ -108,6 +108,34 @@ def openapi_document(max_query_chars: int) -> dict[str, Any]:
                                  "responses": {"200": {"description": "ok"}}}},
             "/openapi.json": {"get": {"summary": "This document (no auth)", "security": [],
                                       "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics of this worker (no auth)", "security": [],
+                                 "responses": {"200": {"description": "Prometheus text format 0.0.4"}}}},
+            "/slack/command": {"post": {
+                "summary": "Slack slash command (Slack request signing, not a bearer token)",
+                "security": [],
+                "parameters": [
+                    {"name": "X-Slack-Request-Timestamp", "in": "header", "required": True,
+                     "schema": {"type": "string"}, "description": "Unix seconds; within 5 minutes"},
+                    {"name": "X-Slack-Signature", "in": "header", "required": True,
+                     "schema": {"type": "string"},
+                     "description": "v0=hex(HMAC-SHA256(signing secret, 'v0:{timestamp}:{raw body}'))"},
+                ],
+                "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "required": ["team_id", "user_id", "text"],
+                               "properties": {k: {"type": "string"} for k in (
+                                   "team_id", "user_id", "channel_id", "user_name", "command", "text",
+                                   "response_url", "trigger_id")}}}}},
+                "responses": {
+                    "200": {"description": "A Slack message: response_type, text, blocks (mrkdwn, "
+                                           "escaped). Too-long questions and rate limits are told "
+                                           "here too, as an ephemeral message."},
+                    "400": _err("Malformed form body or missing field."),
+                    "401": _err("Missing/invalid signature, stale timestamp or replayed request."),
+                    "413": _err("Body too large."),
+                    "415": _err("Not form-encoded."),
+                    "503": _err("No signing secret configured."),
+                },
+            }},
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

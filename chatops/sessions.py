@@ -225,7 +225,8 @@ def remember(resolved: Resolved, returned: int) -> Turn | None:
     return Turn(resolved.intent, dict(resolved.params), resolved.offset, returned)
 
 
-def make_session_store(redis_url: str | None, ttl_seconds: float = DEFAULT_TTL_SECONDS) -> SessionStore:
+def make_session_store(redis_url: str | None, ttl_seconds: float = DEFAULT_TTL_SECONDS,
+                       prefix: str = "smartcloudops:chatops:session:") -> SessionStore:
     if redis_url:
-        return RedisSessionStore(redis_url, ttl_seconds)
+        return RedisSessionStore(redis_url, ttl_seconds, prefix=prefix)
     return InMemorySessionStore(ttl_seconds)

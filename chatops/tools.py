@@ -13,6 +13,7 @@ fakes through the same seam.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import logging
 import math
 import threading
@@ -138,6 +139,8 @@ class Resources:
     log_reader: LogReader
     log_dir: Path
     clock: Callable[[], datetime]
+    #: ``chatops.cache.RecentAnomalies`` (or None: always read the event store)
+    anomaly_cache: Any = None
 
     def __post_init__(self) -> None:
         # Re-entrant: opening the engine opens the event store it shares.
@@ -194,7 +197,8 @@ class Tools:
     # -- metrics ---------------------------------------------------------------------------
 
     def _source_name(self) -> str:
-        name = type(self.r.metric_source).__name__.lower()
+        source = self.r.metric_source
+        name = str(getattr(source, "wrapped_name", type(source).__name__)).lower()  # through caches
         return "prometheus" if "prometheus" in name else "simulator" if "simulator" in name else name
 
     def _metric_query(self, metric: str | None, host: str | None, kind: str) -> str:
@@ -215,16 +219,22 @@ class Tools:
         except Exception as exc:  # noqa: BLE001 -- degrade, never fail the question
             log.warning("metric source failed", extra={"error": _reason(exc)})
             return unavailable("metrics", f"latest(metric={metric}, host={host})", exc)
-        if metric is not None and not frame.empty:
-            frame = frame[frame["metric"] == metric]
+        # Plain lists, not pandas: a "latest" frame is a few dozen rows, where pandas' per-call
+        # overhead (filter, sort, itertuples) cost milliseconds.
+        rows = [] if frame.empty else list(zip(
+            frame["host"].tolist(), frame["metric"].tolist(), frame["value"].tolist(),
+            frame["timestamp"].tolist(), strict=True))
+        if metric is not None:
+            rows = [r for r in rows if r[1] == metric]
+        rows.sort(key=lambda r: (r[0], r[1]))
         values = [
-            {"host": row.host, "metric": row.metric, "value": _round(row.value),
-             "unit": METRIC_UNITS.get(row.metric, ""), "timestamp": iso(row.timestamp.to_pydatetime())}
-            for row in frame.sort_values(["host", "metric"]).itertuples(index=False)
-            if _round(row.value) is not None
+            {"host": h, "metric": m, "value": _round(v), "unit": METRIC_UNITS.get(m, ""),
+             "timestamp": iso(_py(ts))}
+            for h, m, v, ts in rows
+            if _round(v) is not None
         ]
-        start = min((frame["timestamp"]), default=None) if not frame.empty else None
-        end = max((frame["timestamp"]), default=None) if not frame.empty else None
+        start = min((r[3] for r in rows), default=None)
+        end = max((r[3] for r in rows), default=None)
         return evidence(source, query, _py(start), _py(end), values)
 
     def metric_history(self, metric: str | None = None, host: str | None = None,
@@ -241,21 +251,7 @@ class Tools:
         except Exception as exc:  # noqa: BLE001 -- degrade, never fail the question
             log.warning("metric source failed", extra={"error": _reason(exc)})
             return unavailable("metrics", query, exc, start, end)
-        if metric is not None and not frame.empty:
-            frame = frame[frame["metric"] == metric]
-        values: list[dict[str, Any]] = []
-        if not frame.empty:
-            frame = frame.dropna(subset=["value"]).sort_values("timestamp")
-            for (h, m), group in frame.groupby(["host", "metric"], sort=True):
-                series = group["value"]
-                peak_at = group.loc[series.idxmax(), "timestamp"]
-                values.append({
-                    "host": h, "metric": m, "unit": METRIC_UNITS.get(str(m), ""),
-                    "min": _round(series.min()), "max": _round(series.max()),
-                    "mean": _round(series.mean()), "last": _round(series.iloc[-1]),
-                    "first": _round(series.iloc[0]), "samples": int(series.size),
-                    "max_at": iso(_py(peak_at)),
-                })
+        values = _series_summaries(frame, metric) if not frame.empty else []
         return evidence(source, query, start, end, values, step_seconds=step)
 
     # -- anomalies -------------------------------------------------------------------------
@@ -269,8 +265,12 @@ class Tools:
         fetch = 1000 if (since_minutes or metric) else limit + offset
         query = _filter_text("recent_anomalies", limit=limit, since=iso(start), host=host,
                              metric=metric, offset=offset or None)
+        cache_age: float | None = None
         try:
-            found = self.r.event_store.recent_anomalies(limit=fetch, since=start, host=host)
+            if self.r.anomaly_cache is not None:
+                found, cache_age = self.r.anomaly_cache.lookup(limit=fetch, since=start, host=host)
+            else:
+                found = self.r.event_store.recent_anomalies(limit=fetch, since=start, host=host)
         except Exception as exc:  # noqa: BLE001 -- degrade, never fail the question
             log.warning("event store failed", extra={"error": _reason(exc)})
             return unavailable("event_store", query, exc, start, end)
@@ -281,6 +281,8 @@ class Tools:
             "event_store", query, start, end, [_anomaly_dict(a) for a in page],
             total=len(found) if fetch > limit + offset or len(found) < fetch else None,
             offset=offset or None,
+            # Honest about staleness: served from the recent-anomalies cache, this old.
+            cached_seconds=round(cache_age, 1) if cache_age is not None else None,
         )
 
     def explain(self, limit: int | None = None, since_minutes: int | None = None,
@@ -548,6 +550,50 @@ def _py(value: Any) -> datetime | None:
     if hasattr(value, "to_pydatetime"):
         return value.to_pydatetime()  # type: ignore[no-any-return]
     return value  # type: ignore[no-any-return]
+
+
+def _series_summaries(frame: pd.DataFrame, metric: str | None = None) -> list[dict[str, Any]]:
+    """min/max/mean/first/last/peak time of each (host, metric) series (only ``metric``'s
+    when given), sorted by host and metric; missing values ignored.
+
+    In numpy rather than pandas filters and a groupby: their fixed cost (several ms even for
+    one 60-point series) was most of a history question's time.
+    """
+    import numpy as np
+    import pandas as pd
+
+    stamps = frame["timestamp"]
+    ns = getattr(stamps.array, "asi8", None)
+    if ns is None:  # not pandas' own datetime array (e.g. Arrow-backed): convert once
+        ns = pd.to_datetime(stamps, utc=True).array.asi8
+    host_codes, host_names = pd.factorize(frame["host"], sort=True)
+    metric_codes, metric_names = pd.factorize(frame["metric"], sort=True)
+    values = frame["value"].to_numpy(dtype=float)
+    keep = ~np.isnan(values) & (np.asarray(host_codes) >= 0) & (np.asarray(metric_codes) >= 0)
+    if metric is not None:
+        wanted = [i for i, name in enumerate(metric_names) if name == metric]
+        keep &= np.asarray(metric_codes) == (wanted[0] if wanted else -2)
+    group = np.asarray(host_codes, dtype=np.int64) * len(metric_names) + np.asarray(metric_codes)
+    group, ns, values = group[keep], np.asarray(ns)[keep], values[keep]
+    if not len(values):
+        return []
+    order = np.lexsort((ns, group))  # by host, then metric, then time
+    group, ns, values = group[order], ns[order], values[order]
+    bounds = [0, *(np.flatnonzero(np.diff(group)) + 1).tolist(), len(order)]
+    out = []
+    for a, b in itertools.pairwise(bounds):
+        host_code, metric_code = divmod(int(group[a]), len(metric_names))
+        host, metric = str(host_names[host_code]), str(metric_names[metric_code])
+        series = values[a:b]
+        peak = int(np.argmax(series))
+        out.append({
+            "host": host, "metric": metric, "unit": METRIC_UNITS.get(metric, ""),
+            "min": _round(series.min()), "max": _round(series.max()),
+            "mean": _round(series.mean()), "last": _round(series[-1]),
+            "first": _round(series[0]), "samples": int(series.size),
+            "max_at": iso(datetime.fromtimestamp(int(ns[a + peak]) / 1e9, tz=UTC)),
+        })
+    return out
 
 
 def _filter_text(name: str, **kwargs: Any) -> str:

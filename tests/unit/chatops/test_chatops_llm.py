@@ -67,12 +67,13 @@ def test_llm_answer_used_when_numbers_check_out(make_app: AppFactory, fleet: Fle
 
 def test_llm_answer_with_invented_number_falls_back(make_app: AppFactory) -> None:
     pytest.importorskip("litellm")
-    client = _llm_app(make_app, "CPU is at 12345.6 % on web-1 and rising 40 % an hour.")
+    # Both numbers impossible for CPU (a live "40" could round from a host's real 39.6 %).
+    client = _llm_app(make_app, "CPU is at 12345.6 % on web-1 and rising 777 % an hour.")
     data = ask(client, "What's current CPU?")
     assert data["answer"].startswith("Current CPU")  # the deterministic answer
     info = data["llm"]
     assert info["enabled"] and not info["used"]
-    assert "12345.6" in info["reason"] and info["unsupported_numbers"] == ["12345.6", "40"]
+    assert "12345.6" in info["reason"] and info["unsupported_numbers"] == ["12345.6", "777"]
 
 
 def test_llm_failure_is_retried_then_falls_back(make_app: AppFactory) -> None:

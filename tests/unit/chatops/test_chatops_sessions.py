@@ -93,16 +93,15 @@ def test_redis_shares_context_between_workers(make_app: AppFactory, fleet: Fleet
                                               redis_store: RedisSessionStore) -> None:
     # Two app instances (two gunicorn workers) with one Redis: a follow-up may land on either.
     settings = fleet.settings.model_copy(update={"redis_url": REDIS_URL})
-    one = make_app(SETTINGS=settings).test_client()
-    two = make_app(SETTINGS=settings).test_client()
+    prefix = redis_store.prefix + "app:"  # cleaned up with the fixture's keys
+    one = make_app(SETTINGS=settings, REDIS_PREFIX=prefix).test_client()
+    two = make_app(SETTINGS=settings, REDIS_PREFIX=prefix).test_client()
     sid = "shared-" + uuid.uuid4().hex[:8]
     ask(one, "memory on web-1 over the last 2 hours", session_id=sid)
     data = ask(two, "and on db-2?", session_id=sid)
     assert (data["intent"], data["params"]) == (
         "metric.history", {"metric": "memory", "host": "db-2", "since_minutes": 120})
-    client = redis_store.client
-    for key in client.scan_iter("smartcloudops:chatops:session:*" + sid):
-        client.delete(key)
+    assert list(redis_store.client.scan_iter(prefix + "session:*" + sid))  # kept in Redis
 
 
 def test_redis_down_degrades_to_no_context(make_app: AppFactory, fleet: Fleet) -> None:
