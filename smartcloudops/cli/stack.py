@@ -8,6 +8,8 @@ import secrets
 import shutil
 from pathlib import Path
 
+import httpx
+
 from smartcloudops.cli.processes import (
     ProcessManager,
     free_port,
@@ -220,6 +222,16 @@ def stack_up(settings: Settings, airflow: bool = True) -> int:
         + (str(token_file) if settings.chatops_tokens is None else "SMARTCLOUDOPS_CHATOPS_TOKENS")
     )
     print(f"  state + logs   {home}  (service logs in {run_dir})")
+    try:
+        ready = httpx.get(f"{scoring.url}/readyz", timeout=3.0).status_code == 200
+    except httpx.HTTPError:
+        ready = False
+    if not ready:
+        print(
+            "note: scoring waits for a champion model. Train one with `smartcloudops train` "
+            "(or trigger train_validate_deploy in the Airflow UI); it is picked up within "
+            f"{settings.model_poll_seconds:g}s."
+        )
     print("stop it with: make down")
     return 0
 
