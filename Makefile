@@ -21,7 +21,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help demo test test-fast lint lint-imports up down status bench bench-scoring bench-nab \
-        bench-remediation bench-chatops constraints clean tools constraints-tools dashboards docs \
+        bench-remediation bench-chatops bench-training constraints clean tools constraints-tools dashboards docs \
         docs-diagram docs-api
 
 help:
@@ -107,9 +107,9 @@ down: $(STAMP)
 status: $(STAMP)
 	$(BIN)/smartcloudops status
 
-bench: bench-nab bench-scoring bench-remediation bench-chatops
+bench: bench-nab bench-training bench-scoring bench-remediation bench-chatops
 
-bench-nab bench-scoring bench-remediation bench-chatops: bench-%: $(STAMP)
+bench-nab bench-training bench-scoring bench-remediation bench-chatops: bench-%: $(STAMP)
 	@test -f bench/$*.py || { echo "bench/$*.py is not written yet" >&2; exit 2; }
 	$(BIN)/python bench/$*.py
 

@@ -9,6 +9,8 @@ Modules are named after pipeline stages:
 - :mod:`ml.severity` — severity levels from calibrated scores.
 - :mod:`ml.fleet` — :class:`~ml.fleet.FleetModel`, the unit registered and served.
 - :mod:`ml.evaluation` — event-F1 and friends, exactly as ARCHITECTURE.md defines them.
+- :mod:`ml.injection` — labelled validation data: anomalies injected into real segments, and
+  the synthetic development corpus the detectors' configuration was chosen on.
 - :mod:`ml.training` — history split, candidates registry, candidate training.
 - :mod:`ml.tracking` — MLflow logging, registry, champion promotion and loading.
 - :mod:`ml.detect` — the engine behind ``smartcloudops detect``.

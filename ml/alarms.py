@@ -1,14 +1,27 @@
-"""Alarm handling: a post-step turning per-row flags into alarms.
+"""Alarm handling: a post-step turning calibrated scores and per-row flags into alarms.
 
-Two rules, applied in this order:
+Three rules, applied in this order:
 
-1. **M-of-N**: a row is an alarm candidate when at least ``m`` of the last ``n`` raw flags
-   (this row included) are set. ``m == n`` is a debounce; ``m = n = 1`` passes flags through.
-   With ``bypass`` set, a row whose calibrated score reaches it is a candidate on its own:
-   debouncing exists to ignore marginal blips, not a value far beyond the alarm line.
-2. **Cooldown** (suppression after an alarm): after an alarm at ``t``, candidates before
+1. **Routine bar** (optional, ``recent_days``): a row is flagged only when its calibrated
+   score also reaches ``recent_margin`` × the peak of the ``recent_rank``-th largest
+   *episode* of the previous ``recent_days``. An episode is a run of UTC clock hours whose
+   maximum score reached the alarm line, closer than three hours to each other (an
+   incident's onset and its recovery are one episode); the current hour is not part of its
+   own reference. What went over the line in several separate episodes of the last days is
+   routine for this series — a nightly batch job, a cache refill — however far it sits from
+   the training data; an incident is what goes beyond it. One or two past incidents (fewer
+   than ``recent_rank`` episodes) do not raise the bar. Label-free, causal, and adaptive to
+   a series whose normal behaviour drifts after training.
+2. **M-of-N**: a flagged row is an alarm candidate when at least ``m`` of the last ``n``
+   flags (this row included) are set. ``m == n`` is a debounce; ``m = n = 1`` passes flags through.
+   With ``bypass`` set, a flagged row whose calibrated score reaches it is a candidate on its
+   own: debouncing exists to ignore marginal blips, not a value far beyond the alarm line.
+3. **Cooldown** (suppression after an alarm): after an alarm at ``t``, candidates before
    ``t + cooldown`` are dropped. One incident then raises one alarm instead of one per row,
    which is what an on-call engineer wants paged, and what event-level scoring rewards.
+   With ``keys`` (the caller's label for *what* is anomalous, e.g. the metric contributing
+   most), the cooldown is kept per key: a memory leak an hour after a CPU hog on the same
+   host is a new incident and pages again; the same metric still firing is not.
 
 The same code serves batch scoring (:meth:`AlarmPolicy.apply`) and live scoring one row at a
 time (:meth:`AlarmPolicy.apply_array` with an :class:`AlarmState` carried between calls);
@@ -25,21 +38,52 @@ from sklearn.base import BaseEstimator
 
 from smartcloudops.errors import InputError
 
+_HOUR_NS = 3_600 * 10**9
+#: Hours over the alarm line closer than this belong to one episode (an incident's onset and
+#: its recovery are one event, not two pieces of evidence that such scores are routine).
+_EPISODE_GAP_HOURS = 3
+_EPISODE_LEVEL = 1.0
+
+
+def _episode_peaks(hours: np.ndarray, maxima: np.ndarray) -> np.ndarray:
+    """Peak score of each episode: runs of hours less than ``_EPISODE_GAP_HOURS`` apart."""
+    if hours.size == 0:
+        return hours.astype(float)
+    starts = np.concatenate([[True], np.diff(hours) >= _EPISODE_GAP_HOURS])
+    return np.asarray(np.maximum.reduceat(maxima, np.flatnonzero(starts)))
+
 
 @dataclass(frozen=True)
 class AlarmState:
     """What live scoring must remember between calls for one host."""
 
-    recent: tuple[bool, ...] = ()  # the last n-1 raw flags, oldest first
-    last_alarm_ns: int | None = None
+    recent: tuple[bool, ...] = ()  # the last n-1 flags, oldest first
+    last_alarm_ns: int | None = None  # the latest alarm, whatever its key
+    #: (key, time of its latest alarm) for the cooldown kept per key
+    last_by_key: tuple[tuple[int, int], ...] = ()
+    #: (UTC hour index, max calibrated score in it) for the hours the routine bar looks at,
+    #: the newest (possibly still running) hour last.
+    hour_max: tuple[tuple[int, float], ...] = ()
 
 
 class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
-    def __init__(self, m: int = 1, n: int = 1, cooldown: str = "0s", bypass: float | None = None) -> None:
+    def __init__(
+        self,
+        m: int = 1,
+        n: int = 1,
+        cooldown: str = "0s",
+        bypass: float | None = None,
+        recent_days: float | None = None,
+        recent_rank: int = 3,
+        recent_margin: float = 1.0,
+    ) -> None:
         self.m = m
         self.n = n
         self.cooldown = cooldown
         self.bypass = bypass
+        self.recent_days = recent_days
+        self.recent_rank = recent_rank
+        self.recent_margin = recent_margin
 
     def _check(self) -> int:
         if not (isinstance(self.m, int) and isinstance(self.n, int) and 1 <= self.m <= self.n):
@@ -50,7 +94,54 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
             raise InputError(f"bad alarm cooldown {self.cooldown!r}") from exc
         if cooldown < pd.Timedelta(0):
             raise InputError(f"alarm cooldown must be >= 0, got {self.cooldown!r}")
+        if self.recent_days is not None and not (self.recent_days > 0 and self.recent_rank >= 1):
+            raise InputError(
+                f"routine bar needs recent_days > 0 and recent_rank >= 1, got "
+                f"{self.recent_days!r} and {self.recent_rank!r}"
+            )
         return int(cooldown.value)
+
+    @property
+    def _recent_hours(self) -> int:
+        return round(float(self.recent_days or 0) * 24)
+
+    def routine_bar(
+        self, timestamps_ns: np.ndarray, scores: np.ndarray, state: AlarmState | None = None
+    ) -> tuple[np.ndarray, tuple[tuple[int, float], ...]]:
+        """Per row, the routine bar (0 where there is no history), and the new hour maxima."""
+        ts = np.asarray(timestamps_ns, dtype=np.int64)
+        values = np.nan_to_num(np.asarray(scores, dtype=float), nan=0.0)
+        carried = dict(state.hour_max) if state is not None else {}
+        if self.recent_days is None:
+            return np.zeros(len(ts)), ()
+        hours = ts // _HOUR_NS
+        # Hour maxima: carried ones (the last may still be running) plus these rows.
+        maxima = dict(carried)
+        if len(hours):
+            uniq, inverse = np.unique(hours, return_inverse=True)
+            per_hour = np.full(len(uniq), -np.inf)
+            np.maximum.at(per_hour, inverse, values)
+            for h, v in zip(uniq.tolist(), per_hour.tolist(), strict=True):
+                maxima[h] = max(maxima.get(h, -np.inf), v)
+        span = self._recent_hours
+        known = np.array(sorted(maxima), dtype=np.int64)
+        known_max = np.array([maxima[h] for h in known.tolist()], dtype=float)
+        bar = np.zeros(len(ts))
+        if len(ts):
+            for h in np.unique(hours).tolist():
+                # The reference is the hour maxima of the previous `span` hours, built from
+                # carried state and these rows alike, so batch and live agree.
+                ref = (known >= h - span) & (known < h) & (known_max >= _EPISODE_LEVEL)
+                peaks = _episode_peaks(known[ref], known_max[ref])
+                if peaks.size >= self.recent_rank:
+                    bar[hours == h] = np.sort(peaks)[peaks.size - self.recent_rank]
+        newest = int(known[-1]) if known.size else None
+        kept = (
+            tuple((int(h), float(v)) for h, v in zip(known, known_max, strict=True) if h >= newest - span)
+            if newest is not None
+            else ()
+        )
+        return bar, kept
 
     def apply_array(
         self,
@@ -58,44 +149,70 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         flags: np.ndarray,
         state: AlarmState | None = None,
         scores: np.ndarray | None = None,
+        keys: np.ndarray | None = None,
+        exclude: np.ndarray | None = None,
     ) -> tuple[np.ndarray, AlarmState]:
         """Alarms for time-sorted rows of one host, continuing from ``state``.
 
-        ``scores`` (calibrated) enable the ``bypass`` rule: a row scoring at least
-        ``bypass`` is a candidate on its own, without waiting for M-of-N.
+        ``scores`` (calibrated) enable the ``bypass`` rule and the routine bar: a flagged row
+        scoring at least ``bypass`` is a candidate on its own, without waiting for M-of-N.
+        ``keys`` (int per row) keep the cooldown per key; None is one key for all rows.
+        ``exclude`` (bool per row) marks known incidents: their scores do not count as
+        routine for later rows.
         """
         cooldown_ns = self._check()
         state = state or AlarmState()
         raw = np.asarray(flags, dtype=bool)
         ts = np.asarray(timestamps_ns, dtype=np.int64)
+        hour_max = state.hour_max
+        if self.recent_days is not None and scores is not None:
+            values = np.asarray(scores, dtype=float)
+            reference = values if exclude is None else np.where(np.asarray(exclude, dtype=bool), 0.0, values)
+            bar, hour_max = self.routine_bar(ts, reference, state)
+            raw = raw & (np.asarray(scores, dtype=float) >= self.recent_margin * bar)
         prefix = np.asarray(state.recent[-(self.n - 1) :] if self.n > 1 else (), dtype=bool)
         full = np.concatenate([prefix, raw]).astype(np.int64)
         csum = np.concatenate([[0], np.cumsum(full)])
         end = np.arange(len(prefix) + 1, len(full) + 1)
         counts = csum[end] - csum[np.maximum(end - self.n, 0)]
-        candidates = counts >= self.m
+        # A candidate is a flagged row with enough company: an unflagged row right after a
+        # blip is never an alarm of its own (it would carry no score and no leading metric).
+        candidates = raw & (counts >= self.m)
         if self.bypass is not None and scores is not None:
-            candidates |= np.asarray(scores, dtype=float) >= self.bypass
+            candidates |= raw & (np.asarray(scores, dtype=float) >= self.bypass)
 
         alarms = np.zeros(len(raw), dtype=bool)
         last = state.last_alarm_ns
+        by_key = dict(state.last_by_key)
+        if keys is None and not by_key and last is not None:
+            by_key[0] = last
+        row_keys = np.zeros(len(raw), dtype=np.int64) if keys is None else np.asarray(keys, dtype=np.int64)
         for i in np.flatnonzero(candidates):
-            if last is None or ts[i] >= last + cooldown_ns or cooldown_ns == 0:
+            key = int(row_keys[i])
+            previous = by_key.get(key)
+            if previous is None or ts[i] >= previous + cooldown_ns or cooldown_ns == 0:
                 alarms[i] = True
                 last = int(ts[i])
+                by_key[key] = last
         keep = max(self.n - 1, 0)
         recent = tuple(bool(x) for x in full[len(full) - keep :]) if keep else ()
-        return alarms, AlarmState(recent=recent, last_alarm_ns=last)
+        return alarms, AlarmState(
+            recent=recent, last_alarm_ns=last, last_by_key=tuple(sorted(by_key.items())), hour_max=hour_max
+        )
 
-    def apply(self, flags: pd.Series) -> pd.Series:
-        """Alarms for a bool series indexed by timestamps (sorted here if needed)."""
+    def apply(self, flags: pd.Series, scores: pd.Series | None = None) -> pd.Series:
+        """Alarms for a bool series indexed by timestamps (sorted here if needed).
+
+        ``scores``: calibrated scores on the same index (for ``bypass`` and the routine bar).
+        """
         if not isinstance(flags.index, pd.DatetimeIndex):
             raise InputError("alarm handling needs flags indexed by timestamps")
         raw = flags.fillna(False).astype(bool).to_numpy()
         idx = flags.index
         idx_utc = (idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")).as_unit("ns")
         order = np.argsort(idx_utc.asi8, kind="stable")
-        sorted_alarms, _ = self.apply_array(idx_utc.asi8[order], raw[order])
+        values = None if scores is None else np.asarray(scores, dtype=float)[order]
+        sorted_alarms, _ = self.apply_array(idx_utc.asi8[order], raw[order], None, values)
         alarms = np.empty(len(raw), dtype=bool)
         alarms[order] = sorted_alarms
         return pd.Series(alarms, index=flags.index, name=flags.name)

@@ -206,16 +206,26 @@ class FleetModel:
         with self._lock:
             self._state = {}
 
-    def prime(self, history: pd.DataFrame) -> None:
+    def prime(self, history: pd.DataFrame, *, score: bool = False, y: Any = None) -> None:
         """Load recent rows (``timestamp, host, <metrics>``) into the live-scoring buffer.
 
         Each host keeps the last rows its detector needs as context; alarm state is reset.
-        Use it to warm a freshly loaded model, or to score validation data right after the
-        training period as live scoring would.
+        With ``score=True`` the history is scored instead, as live scoring would have seen
+        it: the alarm state then also remembers its alarms and the scores the routine bar
+        of the alarm policy compares with (:mod:`ml.alarms`). Use it to warm a freshly loaded
+        model, or to score validation data right after the training period. ``y`` (bool
+        per row) marks known incidents: they are scored but not taken as routine.
         """
         self._check_fitted()
         frame = _check_frame(history, "history")
         if frame.empty:
+            return
+        if score:
+            known = None if y is None else np.asarray(y, dtype=bool).ravel()
+            if known is not None and len(known) != len(frame):
+                raise InputError(f"y has {len(known)} rows but the history has {len(frame)}")
+            self.reset_state()
+            self._score_frame(frame, stateful=True, known=known)
             return
         ts = utc_nanos(frame["timestamp"])
         hosts = frame["host"].astype(str).to_numpy()
@@ -236,6 +246,11 @@ class FleetModel:
         after alarm handling), ``severity`` (``low``..``critical`` where ``anomaly``, else
         None), ``contributions`` (dict metric → share, summing to 1 or all 0).
         """
+        return self._score_frame(wide, stateful=stateful)
+
+    def _score_frame(
+        self, wide: pd.DataFrame, *, stateful: bool, known: np.ndarray | None = None
+    ) -> pd.DataFrame:
         self._check_fitted()
         frame = _check_frame(wide, "scoring input")
         n = len(frame)
@@ -250,7 +265,9 @@ class FleetModel:
                 for host in pd.unique(hosts):
                     rows = np.flatnonzero(hosts == host)
                     rows = rows[np.argsort(ts[rows], kind="stable")]
-                    s, a, c = self._score_host(str(host), ts[rows], values[rows], stateful)
+                    s, a, c = self._score_host(
+                        str(host), ts[rows], values[rows], stateful, None if known is None else known[rows]
+                    )
                     scores[rows], alarms[rows], contrib[rows] = s, a, c
         metrics = list(self.metrics_)
         return pd.DataFrame(
@@ -266,7 +283,7 @@ class FleetModel:
         )
 
     def _score_host(
-        self, host: str, ts: np.ndarray, values: np.ndarray, stateful: bool
+        self, host: str, ts: np.ndarray, values: np.ndarray, stateful: bool, known: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         det = self.detector_for(host)
         state = self._state.get(host) if stateful else None
@@ -287,7 +304,12 @@ class FleetModel:
         calibrated = det.calibrate(raw)
         flags = calibrated >= CALIBRATED_THRESHOLD
         alarm_state = state.alarm if state is not None else None
-        alarms, new_alarm_state = self.policy.apply_array(ts, flags, alarm_state, calibrated)
+        # The cooldown is kept per leading metric: a second, different incident on the same
+        # host pages again (see ml.alarms).
+        keys = np.argmax(contrib, axis=1) if contrib.shape[1] > 1 else None
+        alarms, new_alarm_state = self.policy.apply_array(
+            ts, flags, alarm_state, calibrated, keys, exclude=known
+        )
         if stateful:
             keep = max(det.required_context(), 1)
             self._state[host] = _HostState(

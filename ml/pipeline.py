@@ -9,7 +9,8 @@ keyed on the data interval, and hands the next step a *path* or a small dict —
 2. :func:`write_labels` — the label windows for the same range (the simulator's incidents,
    or an existing labels file when metrics come from a real Prometheus).
 3. :func:`train_and_log` — one candidate: split (last :data:`VALIDATION_FRACTION` of the
-   time span validates), fit, evaluate, log an MLflow run, register a version.
+   time span validates; without any label there, anomalies are injected into those held-back
+   rows, see :func:`validation_data`), fit, evaluate, log an MLflow run, register a version.
 4. :func:`promote_best` — the best candidate (passes the gate, then event-F1, then fewer
    false positives per day) goes to :func:`ml.tracking.promote`; the current champion is
    re-evaluated on this dataset's validation data first, so the comparison is like for like.
@@ -27,7 +28,15 @@ from typing import Any
 import pandas as pd
 
 from ml.evaluation import gate_passed
-from ml.training import CANDIDATES, evaluate_model, host_windows, split_history, train_candidate
+from ml.training import (
+    CANDIDATES,
+    evaluate_model,
+    host_windows,
+    in_windows,
+    inject_validation,
+    split_history,
+    train_candidate,
+)
 from smartcloudops.domain import normalize_long
 from smartcloudops.errors import InputError, ModelError
 from smartcloudops.settings import Settings, get_settings
@@ -167,6 +176,30 @@ def candidate_names() -> list[str]:
     return list(CANDIDATES)
 
 
+def validation_data(
+    dataset_path: str,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[list[str]]], dict[str, Any]]:
+    """``(train, valid, windows, manifest)`` of a dataset, split as every candidate sees it.
+
+    When no labelled window overlaps the validation period (metrics from a real Prometheus
+    and no operator labels yet), anomalies are injected into the held-back validation rows
+    (:func:`ml.training.inject_validation`, seeded by the dataset's interval, so every
+    candidate and the re-evaluated champion see the same rows); ``manifest["injected"]``
+    then counts them.
+    """
+    history, windows, manifest = load_dataset(dataset_path)
+    train, valid = split_history(history, VALIDATION_FRACTION)
+    start = pd.to_datetime(valid["timestamp"], utc=True).min()
+    labelled = any(end >= start for wins in host_windows(windows).values() for _, end in wins)
+    manifest = {**manifest, "injected": 0}
+    if not labelled:
+        seed = int(pd.Timestamp(manifest["end"]).timestamp()) % (2**31)
+        valid, extra = inject_validation(valid, seed=seed)
+        windows = {**windows, **extra}
+        manifest["injected"] = sum(len(v) for v in extra.values())
+    return train, valid, windows, manifest
+
+
 def train_and_log(
     candidate: str,
     dataset_path: str,
@@ -178,10 +211,14 @@ def train_and_log(
     from ml.tracking import log_candidate
 
     settings = settings or get_settings()
-    history, windows, manifest = load_dataset(dataset_path)
-    train, valid = split_history(history, VALIDATION_FRACTION)
+    train, valid, windows, manifest = validation_data(dataset_path)
     result = train_candidate(candidate, train, valid, windows)
-    run_tags = {"dataset": str(dataset_path), "data_interval_end": str(manifest["end"]), **(tags or {})}
+    run_tags = {
+        "dataset": str(dataset_path),
+        "data_interval_end": str(manifest["end"]),
+        "injected_anomalies": str(manifest["injected"]),
+        **(tags or {}),
+    }
     run_id, version = log_candidate(
         result,
         tracking_uri=settings.resolved_tracking_uri,
@@ -207,6 +244,7 @@ def train_and_log(
         "passes_gate": gate_passed(report.event_f1, report.windows, settings.f1_gate),
         "train_seconds": round(result.train_seconds, 3),
         "validation_key": result.validation_key,
+        "injected_anomalies": manifest["injected"],
         "dataset_path": str(dataset_path),
     }
 
@@ -223,9 +261,11 @@ def champion_event_f1_on(dataset_path: str, *, settings: Settings | None = None)
         loaded = load_champion(settings.resolved_tracking_uri, settings.registered_model)
     except ModelError:
         return None
-    history, windows, _ = load_dataset(dataset_path)
-    train, valid = split_history(history, VALIDATION_FRACTION)
-    report, _ = evaluate_model(loaded.model, valid, host_windows(windows), context=train)
+    train, valid, windows, _ = validation_data(dataset_path)
+    hw = host_windows(windows)
+    report, _ = evaluate_model(
+        loaded.model, valid, hw, context=train, context_known=in_windows(train, hw)
+    )
     return loaded.version, report.event_f1
 
 

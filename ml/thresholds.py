@@ -30,11 +30,17 @@ _MIN_SPREAD = 1e-9
 class Threshold(BaseEstimator):  # type: ignore[misc]
     """Base class: ``fit(train_raw_scores)`` then ``calibrate(raw_scores)``."""
 
-    def fit(self, scores: np.ndarray) -> Self:
+    def fit(self, scores: np.ndarray, rows_per_day: float | None = None) -> Self:
+        """Learn the line from training scores.
+
+        ``rows_per_day`` (the detector's sampling rate) lets a rule state its risk per unit of
+        time rather than per row; rules that do not need it ignore it.
+        """
         values = np.asarray(scores, dtype=float).ravel()
         values = values[np.isfinite(values)]
         if values.size == 0:
             raise InputError("cannot fit a threshold: no finite training scores")
+        self.rows_per_day_ = rows_per_day
         baseline, line = self._fit_line(values)
         self.baseline_ = float(baseline)
         self.threshold_ = float(max(line, baseline + max(_MIN_SPREAD, abs(baseline) * 1e-9)))
@@ -104,3 +110,63 @@ class PotThreshold(Threshold):
             if not np.isfinite(line):
                 line = float(scores.max())
         return baseline, baseline + self.margin * (line - baseline)
+
+
+def exponential_tail_line(scores: np.ndarray, risk: float, initial_quantile: float = 0.98) -> float:
+    """The score exceeded with probability ``risk``, from an exponential tail over a quantile.
+
+    Peaks over ``t0`` (the ``initial_quantile``) are modelled as exponential (a generalised
+    Pareto with shape 0, the Gumbel domain): ``line = t0 + mean_excess · ln(p0 / risk)`` with
+    ``p0`` the share of scores above ``t0``. One parameter estimated from the excesses is
+    stable on the few dozen peaks a short training window has, where a free GPD shape is
+    not; a heavier tail still raises the line through a larger mean excess. Where the risk
+    is not beyond the data (``risk >= p0``) the empirical quantile is returned.
+    """
+    values = np.asarray(scores, dtype=float)
+    t0 = float(np.quantile(values, initial_quantile))
+    excess = values[values > t0] - t0
+    p0 = excess.size / values.size
+    if excess.size == 0:
+        return t0
+    if risk >= p0:
+        return float(np.quantile(values, 1.0 - risk))
+    return t0 + float(excess.mean()) * float(np.log(p0 / risk))
+
+
+class RateThreshold(Threshold):
+    """Alarm line at an expected rate of ``false_alarms_per_day`` rows over it on normal data.
+
+    Peaks-over-threshold with an exponential tail (:func:`exponential_tail_line`) on the
+    training scores, at the per-row risk ``false_alarms_per_day / rows_per_day``: the same
+    setting means the same thing at one-minute and at five-minute sampling, and a line far
+    beyond the few days of training data is extrapolated from the shape of their tail
+    rather than read off their maximum. ``rows_per_day`` comes from the detector at fit;
+    without it, ``default_rows_per_day`` is assumed.
+    """
+
+    def __init__(
+        self,
+        false_alarms_per_day: float = 0.05,
+        initial_quantile: float = 0.98,
+        margin: float = 1.0,
+        default_rows_per_day: float = 1440.0,
+    ) -> None:
+        self.false_alarms_per_day = false_alarms_per_day
+        self.initial_quantile = initial_quantile
+        self.margin = margin
+        self.default_rows_per_day = default_rows_per_day
+
+    def risk(self) -> float:
+        rows: float | None = getattr(self, "rows_per_day_", None)
+        per_day = float(rows) if rows else float(self.default_rows_per_day)
+        return float(min(0.5, self.false_alarms_per_day / per_day))
+
+    def _fit_line(self, scores: np.ndarray) -> tuple[float, float]:
+        if self.false_alarms_per_day <= 0:
+            raise InputError(f"false_alarms_per_day must be > 0, got {self.false_alarms_per_day}")
+        if not 0.5 <= self.initial_quantile < 1.0:
+            raise InputError(f"initial_quantile must be in [0.5, 1), got {self.initial_quantile}")
+        baseline = float(np.median(scores))
+        line = exponential_tail_line(scores, self.risk(), self.initial_quantile)
+        return baseline, baseline + self.margin * (line - baseline)
+

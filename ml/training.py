@@ -25,25 +25,37 @@ from ml.detectors import IsolationForestDetector, ProphetDetector, RobustBaselin
 from ml.detectors.base import BaseDetector
 from ml.evaluation import EvaluationReport, Window, evaluate, merge_windows, parse_windows
 from ml.fleet import FleetModel
-from smartcloudops.domain import long_to_wide, normalize_long
+from smartcloudops.domain import METRIC_UNITS, long_to_wide, normalize_long
 from smartcloudops.errors import InputError
 
 
-def default_alarm_policy() -> AlarmPolicy:
-    """One alarm per incident: 2 flagged rows of the last 3 (or one critical row, calibrated
-    score ≥ 3), then quiet for 6 hours on that host."""
-    return AlarmPolicy(m=2, n=3, cooldown="6h", bypass=3.0)
+def default_alarm_policy(routine: bool = True) -> AlarmPolicy:
+    """One alarm per incident: 2 flagged rows of the last 3 (or one row at calibrated score
+    ≥ 2), then quiet for 6 hours on that host and leading metric. With ``routine``, a row
+    must also reach 1.5× the peak of the third-largest over-the-line episode of the last 3
+    days (:mod:`ml.alarms`): what recurs is routine, however unusual it looked at training.
+
+    Chosen on the synthetic development corpus (:mod:`ml.injection`) and the simulator, not
+    on NAB. The routine bar needs a score scale where "1.5× further from typical" means
+    something (z-like scores); isolation-forest scores saturate below 1, so that family
+    goes without it.
+    """
+    if not routine:
+        return AlarmPolicy(m=2, n=3, cooldown="6h", bypass=2.0)
+    return AlarmPolicy(
+        m=2, n=3, cooldown="6h", bypass=2.0, recent_days=3.0, recent_rank=3, recent_margin=1.5
+    )
 
 
-def _candidate(name: str, detector: BaseDetector) -> FleetModel:
-    return FleetModel(detector, alarm_policy=default_alarm_policy(), name=name)
+def _candidate(name: str, detector: BaseDetector, *, routine: bool = True) -> FleetModel:
+    return FleetModel(detector, alarm_policy=default_alarm_policy(routine), name=name)
 
 
 CandidateFactory = Callable[[], FleetModel]
 
 #: name -> factory of an unfitted FleetModel. Add a challenger with one line here.
 CANDIDATES: dict[str, CandidateFactory] = {
-    "isolation_forest": lambda: _candidate("isolation_forest", IsolationForestDetector()),
+    "isolation_forest": lambda: _candidate("isolation_forest", IsolationForestDetector(), routine=False),
     "prophet": lambda: _candidate("prophet", ProphetDetector()),
     "robust_baseline": lambda: _candidate("robust_baseline", RobustBaselineDetector()),
 }
@@ -139,6 +151,57 @@ def validation_fingerprint(valid_wide: pd.DataFrame, windows: Mapping[str, Seque
     return digest.hexdigest()[:16]
 
 
+#: Injected into unlabelled validation data: the unmistakable kinds. Stuck values, slow shifts
+#: and trends stay in the development corpus, where their difficulty is the point.
+VALIDATION_KINDS: tuple[str, ...] = ("spike", "level_shift", "dip", "variance", "ramp")
+
+
+def inject_validation(
+    valid_wide: pd.DataFrame, *, per_host: int = 2, seed: int = 0
+) -> tuple[pd.DataFrame, dict[str, list[list[str]]]]:
+    """Held-back real rows with labelled anomalies written into them (:mod:`ml.injection`).
+
+    For every host, ``per_host`` different metrics (drawn by ``seed``) each get one anomaly of
+    a kind an on-call engineer would call an incident at a glance (:data:`VALIDATION_KINDS`),
+    sized to that metric's own spread. Returns a copy of ``valid_wide`` and
+    NAB-format windows keyed ``"host/metric"``. Used when the validation period has no
+    labels of its own (a real Prometheus and no operator labels yet), so the gate still
+    measures something real: can the model find departures in *these* hosts' metrics?
+    """
+    from ml.injection import inject_anomalies, windows_of
+
+    rng = np.random.default_rng(seed)
+    out = valid_wide.copy()
+    ts = pd.to_datetime(out["timestamp"], utc=True)
+    metrics = [c for c in out.columns if c not in ("timestamp", "host")]
+    windows: dict[str, list[list[str]]] = {}
+    for host in sorted(out["host"].astype(str).unique()):
+        rows = np.flatnonzero((out["host"].astype(str) == host).to_numpy())
+        rows = rows[np.argsort(ts.iloc[rows].to_numpy(), kind="stable")]
+        usable = [m for m in metrics if pd.to_numeric(out[m].iloc[rows], errors="coerce").notna().all()]
+        if len(rows) < 200 or not usable:
+            continue
+        chosen = rng.choice(len(usable), size=min(per_host, len(usable)), replace=False)
+        for k, j in enumerate(sorted(chosen.tolist())):
+            metric = usable[j]
+            values = out[metric].iloc[rows].to_numpy(dtype=float)
+            series = pd.DataFrame({"timestamp": ts.iloc[rows].to_numpy(), "value": values})
+            # Keep values physical: percentages within 0..100, other non-negative metrics >= 0.
+            high = 100.0 if METRIC_UNITS.get(metric) == "%" else float("inf")
+            clip = (0.0, high) if values.min() >= 0 else None
+            injected, anomalies = inject_anomalies(
+                series,
+                count=1,
+                seed=int(rng.integers(2**31)),
+                kinds=VALIDATION_KINDS,
+                start_fraction=0.1 + 0.4 * k / max(per_host, 1),
+                clip=clip,
+            )
+            out.loc[out.index[rows], metric] = injected["value"].to_numpy()
+            windows.setdefault(f"{host}/{metric}", []).extend(windows_of(anomalies))
+    return out, windows
+
+
 # -- evaluation and training -----------------------------------------------------------------
 def evaluate_model(
     model: FleetModel,
@@ -146,16 +209,18 @@ def evaluate_model(
     windows: Mapping[str, Sequence[Window]],
     *,
     context: pd.DataFrame | None = None,
+    context_known: np.ndarray | None = None,
 ) -> tuple[EvaluationReport, pd.DataFrame]:
     """Score validation rows and evaluate per host against host-level windows.
 
-    ``context`` (normally the training rows just before validation) warms the model's
-    history buffer first, as live scoring would have it; the buffer is cleared afterwards
-    so the model is registered clean.
+    ``context`` (normally the training rows just before validation) is scored first, so the
+    model's history buffer and alarm state are what live scoring would have at the start of
+    validation; both are cleared afterwards so the model is registered clean.
+    ``context_known`` marks labelled incidents in the context (not taken as routine).
     """
     model.reset_state()
     if context is not None and len(context):
-        model.prime(context)
+        model.prime(context, score=True, y=context_known)
     try:
         scored = model.score(valid_wide, stateful=True)
     finally:
@@ -193,7 +258,9 @@ def train_candidate(
     started = time.perf_counter()
     model.fit(train_wide, y)
     elapsed = time.perf_counter() - started
-    report, scored = evaluate_model(model, valid_wide, hw, context=train_wide)
+    report, scored = evaluate_model(
+        model, valid_wide, hw, context=train_wide, context_known=in_windows(train_wide, hw)
+    )
     return CandidateResult(
         name=name,
         model=model,

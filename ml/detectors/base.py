@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
 
-from ml.features import median_step_ns
+from ml.features import DAY_NS, median_step_ns
 from ml.severity import severity_labels
 from ml.thresholds import CALIBRATED_THRESHOLD, QuantileThreshold, Threshold
 from smartcloudops.errors import InputError, ModelError
@@ -178,7 +178,8 @@ class BaseDetector(BaseEstimator):  # type: ignore[misc]
             seg_raw = self._score(seg)[0]
             raw_parts.append(seg_raw if seg.fit_mask is None else seg_raw[seg.fit_mask])
         base = self.threshold if self.threshold is not None else self.default_threshold()
-        self.threshold_ = clone(base).fit(np.concatenate(raw_parts))
+        rows_per_day = DAY_NS / self.step_ns_ if self.step_ns_ > 0 else None
+        self.threshold_ = clone(base).fit(np.concatenate(raw_parts), rows_per_day=rows_per_day)
         return self
 
     def default_threshold(self) -> Threshold:

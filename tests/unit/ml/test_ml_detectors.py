@@ -16,7 +16,7 @@ from ml.detectors import IsolationForestDetector, ProphetDetector, RobustBaselin
 from ml.detectors._forest import CompiledForest
 from ml.features import causal_features, feature_names, rolling_previous
 from ml.severity import severity_from_score, severity_labels
-from ml.thresholds import PotThreshold, QuantileThreshold
+from ml.thresholds import PotThreshold, QuantileThreshold, RateThreshold, exponential_tail_line
 from smartcloudops.domain import Severity
 from smartcloudops.errors import InputError, ModelError
 
@@ -202,7 +202,7 @@ def test_alarm_policy_m_of_n_and_cooldown() -> None:
     ts = pd.date_range("2024", periods=12, freq="min").as_unit("ns").asi8
     flags = np.array([1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1], dtype=bool)
     alarms, _ = AlarmPolicy(m=2, n=3).apply_array(ts, flags)
-    assert np.flatnonzero(alarms).tolist() == [2, 3, 4, 7, 8, 9, 10, 11]
+    assert np.flatnonzero(alarms).tolist() == [2, 3, 7, 8, 10, 11]  # flagged rows with company
     alarms, _ = AlarmPolicy(m=2, n=3, cooldown="5min").apply_array(ts, flags)
     assert np.flatnonzero(alarms).tolist() == [2, 7]
     # Streaming one row at a time gives the same alarms as a batch.
@@ -242,3 +242,61 @@ def test_alarm_policy_bypass_for_extreme_rows() -> None:
     assert not AlarmPolicy(m=2, n=3).apply_array(ts, flags, None, scores)[0].any()
     alarms, _ = AlarmPolicy(m=2, n=3, bypass=3.0).apply_array(ts, flags, None, scores)
     assert np.flatnonzero(alarms).tolist() == [2]
+
+
+# -- robust baseline: recoveries, flatlines, noise bursts ----------------------------------------
+def test_robust_baseline_end_of_an_incident_is_not_news() -> None:
+    history = wide_host(n=4 * 288, freq="5min", seed=6)
+    train, test = history.iloc[: 3 * 288], history.iloc[3 * 288 :].copy()
+    test.loc[test.index[100:118], "cpu"] += 40.0  # a 90-minute incident, then back to normal
+    det = RobustBaselineDetector().fit(train)
+    flags = det.score_details(test, context=train.iloc[-100:]).flags
+    assert flags[100:104].any()  # the onset
+    assert not flags[118:200].any()  # returning to the usual level raises nothing
+
+
+def test_robust_baseline_flags_a_stuck_metric_and_a_noise_burst() -> None:
+    history = wide_host(n=4 * 288, freq="5min", seed=7)
+    train, test = history.iloc[: 3 * 288], history.iloc[3 * 288 :].copy()
+    stuck = test.copy()
+    stuck.loc[stuck.index[100:140], "cpu"] = float(stuck["cpu"].iloc[99])
+    noisy = test.copy()
+    noisy.loc[noisy.index[100:140], "memory"] += np.random.default_rng(0).normal(0, 6.0, 40)
+    det = RobustBaselineDetector().fit(train)
+    clean = det.score_details(test, context=train.iloc[-100:]).flags
+    for frame, metric in ((stuck, "cpu"), (noisy, "memory")):
+        details = det.score_details(frame, context=train.iloc[-100:])
+        assert details.flags[100:140].sum() > clean[100:140].sum()
+        assert det.contributions(frame).iloc[100:140].mean().idxmax() == metric
+
+
+def test_robust_baseline_transform_choice() -> None:
+    rng = np.random.default_rng(3)
+    frame = wide_host(n=3 * 288, freq="5min", seed=3)
+    frame["cpu"] = np.exp(rng.normal(10, 1.0, len(frame)))  # multiplicative, heavy-tailed
+    det = RobustBaselineDetector(transform="auto").fit(frame)
+    assert np.isfinite(det.asinh_scale_[0]) and np.isnan(det.asinh_scale_[1])
+    assert np.isnan(RobustBaselineDetector().fit(frame).asinh_scale_).all()  # default: none
+    with pytest.raises(ValueError, match="transform"):
+        RobustBaselineDetector(transform="cube").fit(frame)
+
+
+# -- thresholds ----------------------------------------------------------------------------------
+def test_exponential_tail_line_extrapolates() -> None:
+    scores = np.random.default_rng(1).exponential(size=20_000)
+    # P(X > t) = 1e-3 at t = ln(1000) ≈ 6.9; far beyond the data it still follows the tail.
+    assert 6.3 < exponential_tail_line(scores, 1e-3) < 7.5
+    assert 13.0 < exponential_tail_line(scores, 1e-6) < 15.5
+    assert exponential_tail_line(scores, 0.5) == pytest.approx(np.quantile(scores, 0.5))
+
+
+def test_rate_threshold_is_per_day_not_per_row() -> None:
+    scores = np.random.default_rng(2).exponential(size=20_000)
+    minute = RateThreshold(false_alarms_per_day=1.0).fit(scores, rows_per_day=1440)
+    five = RateThreshold(false_alarms_per_day=1.0).fit(scores, rows_per_day=288)
+    assert minute.risk() == pytest.approx(1 / 1440) and five.risk() == pytest.approx(1 / 288)
+    # One a day at one-minute steps is a rarer row than one a day at five-minute steps.
+    assert minute.threshold_ - five.threshold_ == pytest.approx(np.log(5), abs=0.3)
+    assert RateThreshold().fit(scores).risk() == pytest.approx(0.05 / 1440)
+    with pytest.raises(InputError):
+        RateThreshold(false_alarms_per_day=0).fit(scores)

@@ -134,3 +134,21 @@ def test_empty_training_data_is_an_input_error() -> None:
         FleetModel(make_candidate("robust_baseline").detector).fit(
             pd.DataFrame(columns=["timestamp", "host", "cpu"])
         )
+
+
+def test_priming_by_scoring_continues_exactly_like_one_batch(
+    fitted: FleetModel, split: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    train, valid = split
+    whole = pd.concat([train, valid], ignore_index=True)
+    fitted.reset_state()
+    batch = fitted.score(whole, stateful=True).iloc[len(train) :]
+    fitted.reset_state()
+    fitted.prime(train, score=True)  # history scored: buffers *and* alarm state are warm
+    assert any(state.alarm.hour_max or state.alarm.recent for state in fitted._state.values())
+    live = fitted.score(valid)
+    fitted.reset_state()
+    np.testing.assert_allclose(live["score"].to_numpy(), batch["score"].to_numpy(), atol=1e-9)
+    assert live["anomaly"].tolist() == batch["anomaly"].tolist()
+    with pytest.raises(InputError, match="y has"):
+        fitted.prime(train, score=True, y=np.zeros(3, dtype=bool))

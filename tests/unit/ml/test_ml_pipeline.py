@@ -92,3 +92,25 @@ def test_train_log_and_promote_best(settings: Settings) -> None:
         assert pipeline.champion_event_f1_on(path, settings=gate) == ("1", pytest.approx(result["event_f1"]))
     with pytest.raises(InputError):
         pipeline.promote_best([], settings=gate)
+
+
+def test_validation_without_labels_gets_injected_anomalies(settings: Settings) -> None:
+    history, labels = make_fleet(hosts=("web-1", "db-1"), days=4, freq="5min", incidents_per_host=3, seed=4)
+    path = pipeline.prepare_dataset(
+        END,
+        settings=settings.model_copy(update={"train_days": 3}),
+        store=FakeStore(history),
+        source=FakeSource(history),
+    )
+    train, valid, windows, manifest = pipeline.validation_data(path)
+    assert manifest["injected"] == 4 and windows  # two metrics per host
+    assert {key.split("/")[0] for key in windows} == {"web-1", "db-1"}
+    again = pipeline.validation_data(path)  # every candidate and the champion see the same
+    pd.testing.assert_frame_equal(again[1], valid)
+    assert again[2] == windows
+    # With labels in the validation period nothing is injected.
+    (Path(path) / "labels.json").write_text(json.dumps(labels))
+    _, labelled_valid, labelled_windows, labelled_manifest = pipeline.validation_data(path)
+    if any(end >= str(valid["timestamp"].min())[:19] for wins in labels.values() for _, end in wins):
+        assert labelled_manifest["injected"] == 0 and labelled_windows == labels
+    assert len(train) + len(labelled_valid) == len(train) + len(valid)

@@ -10,6 +10,7 @@ from ml.training import (
     CANDIDATES,
     host_windows,
     in_windows,
+    inject_validation,
     make_candidate,
     split_history,
     train_candidate,
@@ -103,3 +104,25 @@ def test_validation_fingerprint_changes_with_data(small_fleet) -> None:  # type:
     changed.loc[changed.index[0], "cpu"] = np.float64(changed["cpu"].iloc[0]) + 1
     assert validation_fingerprint(changed, {}) != key
     assert validation_fingerprint(valid, {}) == key
+
+
+def test_inject_validation_labels_real_rows_per_host(small_fleet) -> None:  # type: ignore[no-untyped-def]
+    history, _ = small_fleet
+    _, valid = split_history(history, 0.4)
+    injected, windows = inject_validation(valid, per_host=2, seed=5)
+    assert injected.shape == valid.shape and injected.index.equals(valid.index)
+    assert {key.split("/")[0] for key in windows} == {"web-1", "web-2", "db-1"}
+    assert sum(len(v) for v in windows.values()) == 6
+    for key in windows:
+        host, metric = key.split("/")
+        rows = valid["host"] == host
+        assert not np.allclose(injected.loc[rows, metric], valid.loc[rows, metric])
+    assert injected[["cpu", "memory", "disk"]].le(100).all().all()
+    again, same = inject_validation(valid, per_host=2, seed=5)
+    pd.testing.assert_frame_equal(again, injected)
+    assert same == windows
+    # The injected windows are real labels to the evaluation: a model finds some of them.
+    train, _ = split_history(history, 0.4)
+    result = train_candidate("robust_baseline", train, injected, windows)
+    assert 3 <= result.report.windows <= 6  # a host's overlapping windows merge
+    assert result.report.tp >= 1

@@ -1,0 +1,103 @@
+"""Alarm handling beyond M-of-N: the routine bar, per-key cooldown, known incidents."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.alarms import AlarmPolicy, AlarmState
+from smartcloudops.errors import InputError
+
+MIN = 60 * 10**9
+HOUR = 60 * MIN
+
+
+Bursts = tuple[tuple[float, float], ...]
+
+
+def day_of_scores(days: int = 6, bursts: Bursts = ()) -> tuple[np.ndarray, np.ndarray]:
+    """One-minute rows of calibrated score 0.2, with (hour, score) bursts of 10 minutes."""
+    ts = np.arange(0, days * 24 * HOUR, MIN, dtype=np.int64)
+    scores = np.full(len(ts), 0.2)
+    for hour, value in bursts:
+        start = int(hour * 60)
+        scores[start : start + 10] = value
+    return ts, scores
+
+
+ROUTINE = AlarmPolicy(m=1, n=1, cooldown="6h", recent_days=3.0, recent_rank=3, recent_margin=1.5)
+
+
+def alarm_hours(policy: AlarmPolicy, ts: np.ndarray, scores: np.ndarray) -> list[int]:
+    alarms, _ = policy.apply_array(ts, scores >= 1.0, None, scores)
+    return sorted({int(t // HOUR) for t in ts[alarms]})
+
+
+def test_recurring_bursts_become_routine_and_a_larger_one_still_alarms() -> None:
+    # A daily 02:00 burst at score 3: it pages on the first three days, then it is routine.
+    bursts = (*((24 * d + 2, 3.0) for d in range(5)), (24 * 4 + 14, 6.0))
+    ts, scores = day_of_scores(6, bursts)
+    hours = alarm_hours(ROUTINE, ts, scores)
+    assert hours == [2, 26, 50, 24 * 4 + 14]  # day 3 and 4's 02:00 bursts are routine; 14:00 is not
+
+
+def test_one_or_two_past_incidents_do_not_raise_the_bar() -> None:
+    ts, scores = day_of_scores(4, ((10, 8.0), (40, 8.0), (70, 1.5)))
+    assert alarm_hours(ROUTINE, ts, scores) == [10, 40, 70]
+
+
+def test_routine_bar_is_the_same_live_and_in_batch() -> None:
+    bursts = (*((24 * d + 2, 3.0) for d in range(5)), (24 * 4 + 14, 6.0), (24 * 5 + 3, 2.0))
+    ts, scores = day_of_scores(6, bursts)
+    flags = scores >= 1.0
+    batch, _ = ROUTINE.apply_array(ts, flags, None, scores)
+    state = AlarmState()
+    parts = []
+    for chunk in np.array_split(np.arange(len(ts)), 37):  # uneven chunks, some mid-hour
+        out, state = ROUTINE.apply_array(ts[chunk], flags[chunk], state, scores[chunk])
+        parts.append(out)
+    np.testing.assert_array_equal(np.concatenate(parts), batch)
+    # The state stays small: only the hours the bar looks back at.
+    assert len(state.hour_max) <= 3 * 24 + 1
+
+
+def test_known_incidents_are_not_taken_as_routine() -> None:
+    bursts = tuple((24 * d + 2, 3.0) for d in range(5))
+    ts, scores = day_of_scores(6, bursts)
+    known = np.zeros(len(ts), dtype=bool)
+    for d in range(3):
+        known[(24 * d + 2) * 60 : (24 * d + 2) * 60 + 10] = True
+    alarms, _ = ROUTINE.apply_array(ts, scores >= 1.0, None, scores, exclude=known)
+    assert {int(t // HOUR) for t in ts[alarms]} >= {24 * 3 + 2, 24 * 4 + 2}
+
+
+def test_cooldown_is_kept_per_key() -> None:
+    ts = np.arange(0, 12 * MIN, MIN, dtype=np.int64)
+    flags = np.zeros(12, dtype=bool)
+    flags[[1, 3, 6, 9]] = True
+    keys = np.array([0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0])
+    policy = AlarmPolicy(cooldown="1h")
+    alarms, state = policy.apply_array(ts, flags, None, None, keys)
+    assert np.flatnonzero(alarms).tolist() == [1, 6]  # key 0 at 1, key 1 at 6; repeats suppressed
+    assert dict(state.last_by_key) == {0: int(ts[1]), 1: int(ts[6])}
+    single, _ = policy.apply_array(ts, flags)
+    assert np.flatnonzero(single).tolist() == [1]
+
+
+def test_unflagged_rows_never_alarm_through_m_of_n() -> None:
+    ts = np.arange(0, 5 * MIN, MIN, dtype=np.int64)
+    flags = np.array([1, 1, 0, 0, 0], dtype=bool)
+    alarms, _ = AlarmPolicy(m=2, n=3).apply_array(ts, flags)
+    assert np.flatnonzero(alarms).tolist() == [1]
+
+
+def test_routine_bar_validation_and_series_api() -> None:
+    with pytest.raises(InputError, match="routine bar"):
+        AlarmPolicy(recent_days=0.0).apply_array(np.zeros(1, dtype=np.int64), np.ones(1, dtype=bool))
+    index = pd.date_range("2024-01-01", periods=4, freq="h", tz="UTC")
+    flags = pd.Series([True, False, True, True], index=index)
+    scores = pd.Series([2.0, 0.1, 2.0, 5.0], index=index)
+    policy = AlarmPolicy(cooldown="90min", recent_days=1.0, recent_rank=1, recent_margin=2.0)
+    out = policy.apply(flags, scores)
+    assert out.tolist() == [True, False, False, True]  # 02:00 is not 2× the 00:00 episode; 03:00 is
