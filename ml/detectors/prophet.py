@@ -72,6 +72,9 @@ class ProphetDetector(BaseDetector):
         self.threshold = threshold
 
     def _fit(self, segments: list[Segment]) -> None:
+        # prophet.plot logs an ERROR at import when plotly is absent; we never plot with
+        # plotly (our PNGs use matplotlib), so that line would only alarm operators.
+        logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
         from prophet import Prophet  # slow import (~1 s): only when a Prophet is fitted
 
         prophet_cls: Any = Prophet  # its annotations reject bool for weekly_seasonality

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ def _configure_env(home: Path, days: float) -> tuple[Settings, str]:
             "SMARTCLOUDOPS_TRAIN_DAYS": str(days),
             "SMARTCLOUDOPS_MODEL_POLL_SECONDS": "2",
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            # MLflow's INFO lines (DB migrations, signature checks) drown the demo's story.
+            "MLFLOW_LOGGING_LEVEL": "WARNING",
         }
     )
     os.environ.pop("PROMETHEUS_URL", None)
@@ -138,10 +141,14 @@ def _run(settings: Settings, token: str, days: float, report: DemoReport, pm: Pr
     report.step(f"Observe: metrics_extract backfills {days:g} days hour by hour ({hours} DAG runs)")
     dates = airflow_runner.hourly_logical_dates(end_hour - timedelta(hours=hours), end_hour)
 
+    interactive = sys.stdout.isatty()
+
     def progress(done: int, total: int, outcome: Any) -> None:
-        end = "\n" if done == total else ""
+        if not interactive and done % 24 and done != total:
+            return  # a log file gets a line a day of history, not a line per run
+        end = "\n" if done == total or not interactive else ""
         print(
-            f"\r    metrics_extract run {done}/{total} "
+            ("\r" if interactive else "") + f"    metrics_extract run {done}/{total} "
             f"({outcome.logical_date:%Y-%m-%d %H:%M}) {outcome.state}",
             end=end,
             flush=True,
