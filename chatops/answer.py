@@ -360,7 +360,8 @@ def _overview(params: Mapping[str, Any], evidence: Sequence[Evidence],
     by_source: dict[str, Evidence] = {}
     for ev in evidence:
         key = ev.get("kind") or ev["source"]
-        by_source.setdefault(key if key in ("history", "pending", "mlflow", "event_store") else "metrics", ev)
+        known = ("history", "pending", "breaker", "mlflow", "event_store")
+        by_source.setdefault(key if key in known else "metrics", ev)
     parts: list[str] = []
     metrics = by_source.get("metrics")
     if metrics is not None:
@@ -398,6 +399,14 @@ def _overview(params: Mapping[str, Any], evidence: Sequence[Evidence],
             count = len(pending["values"])
             parts.append(f"{count} action{'' if count == 1 else 's'} waiting for approval: {ids}."
                          if count else "Nothing is waiting for approval.")
+    breaker = by_source.get("breaker")
+    if breaker is not None and not breaker.get("error") and breaker["values"]:
+        state = breaker["values"][0]
+        if state.get("open"):
+            parts.append(f"Remediation circuit breaker is OPEN until {state.get('open_until')} "
+                         f"({state.get('reason')}): no automatic actions until then.")
+        else:
+            parts.append("Remediation circuit breaker is closed.")
     history = by_source.get("history")
     if history is not None and not history.get("error") and history["values"]:
         parts.append("Last action: " + _action_line(history["values"][0], now) + ".")

@@ -771,6 +771,7 @@ def build_status(state: ChatOps, evidence: list[Evidence], host: str | None) -> 
     current, anomalies = evidence[0], evidence[1]
     history = next((e for e in evidence if e.get("kind") == "history"), None)
     pending = next((e for e in evidence if e.get("kind") == "pending"), None)
+    breaker = next((e for e in evidence if e.get("kind") == "breaker"), None)
     model = evidence[-1]
     now = state.resources.clock()
 
@@ -789,6 +790,7 @@ def build_status(state: ChatOps, evidence: list[Evidence], host: str | None) -> 
     actions: dict[str, Any] = {
         "recent": (history or {}).get("error") or (history or {}).get("values", []),
         "pending": (pending or {}).get("error") or (pending or {}).get("values", []),
+        "breaker": (breaker or {}).get("error") or ((breaker or {}).get("values") or [None])[0],
     }
     model_part: Any = model["error"] if model.get("error") else model["values"][0]
     return {

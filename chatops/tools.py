@@ -414,11 +414,30 @@ class Tools:
 
     # -- overview --------------------------------------------------------------------------
 
+    def breaker(self) -> Evidence:
+        """The remediation circuit breaker: when it is open, no automatic action runs."""
+        query = "remediation circuit breaker"
+        now = self.r.clock()
+        try:
+            from remediation.safety import RateLimitBreaker
+
+            settings = self.r.settings
+            state = RateLimitBreaker(
+                self.r.event_store,  # type: ignore[arg-type]
+                max_actions=settings.remediation_rate_limit_actions,
+                window=timedelta(minutes=settings.remediation_rate_limit_window_minutes),
+                open_for=timedelta(minutes=settings.remediation_breaker_open_minutes),
+            ).status(now)
+        except Exception as exc:  # noqa: BLE001 -- degrade, never fail the question
+            return unavailable("event_store", query, exc, end=now) | {"kind": "breaker"}
+        return evidence("event_store", query, None, now, [state], kind="breaker")
+
     def overview(self, host: str | None = None, window_minutes: int = 60) -> list[Evidence]:
         return [
             self.current_metrics(host=host),
             self.anomalies(limit=5, since_minutes=window_minutes, host=host),
             *self.actions(limit=5, host=host),
+            self.breaker(),
             self.model(),
         ]
 

@@ -433,7 +433,8 @@ def test_status_degrades_part_by_part(make_app: AppFactory) -> None:
     data = r.get_json()
     assert data["hosts"] == "unavailable: disk on fire"
     assert data["anomalies"] == "unavailable: disk on fire"
-    assert data["actions"] == {"recent": "unavailable: disk on fire", "pending": "unavailable: disk on fire"}
+    broken = "unavailable: disk on fire"
+    assert data["actions"] == {"recent": broken, "pending": broken, "breaker": broken}
     assert data["model"] == "unavailable: mlflow down"
     answer = ask(client, "what's current cpu")
     assert answer["answer"] == "I could not read current metrics: unavailable: disk on fire."
@@ -450,3 +451,24 @@ def test_openapi_document(client: FlaskClient) -> None:
     assert doc["openapi"].startswith("3.1")
     assert {"/query", "/status", "/logs", "/healthz", "/openapi.json"} <= set(doc["paths"])
     assert len(doc["components"]["schemas"]["QueryResponse"]["properties"]["intent"]["enum"]) == 12
+
+
+def test_status_and_overview_say_when_the_breaker_is_open(make_app: AppFactory, tmp_path: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from remediation.safety import BREAKER_KEY
+    from smartcloudops.events import EventStore
+
+    store = EventStore(f"sqlite:///{tmp_path / 'breaker.db'}")
+    until = (datetime.now(UTC) + timedelta(minutes=20)).isoformat()
+    store.put_state(BREAKER_KEY, {"open_until": until, "reason": "11 automatic actions (limit 10)"})
+    client = make_app(EVENT_STORE=store).test_client()
+    status = client.get("/status", headers=auth()).get_json()
+    assert status["actions"]["breaker"]["open"] is True
+    assert "circuit breaker is OPEN" in status["summary"]
+    answer = client.post("/query", json={"query": "status overview"}, headers=auth()).get_json()
+    assert answer["intent"] == "status.overview"
+    assert "circuit breaker is OPEN" in answer["answer"]
+    store.put_state(BREAKER_KEY, {})
+    assert "circuit breaker is closed" in client.get("/status", headers=auth()).get_json()["summary"]
+    store.close()
