@@ -28,6 +28,9 @@ from smartcloudops.domain import utcnow
 from smartcloudops.errors import InputError, StoreError
 
 GENESIS_HASH = "0" * 64
+#: The newest record's hash, rewritten after every append. A hash chain alone cannot show that
+#: records were cut off its *end*; the head can, because it names the record the log ends with.
+HEAD_FILE = ".audit-head.json"
 REQUIRED_FIELDS = ("timestamp", "action", "instance", "result")
 _FILE_RE = re.compile(r"^remediation-(\d{4}-\d{2}-\d{2})\.jsonl$")
 
@@ -143,8 +146,19 @@ class AuditLog:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            # Acknowledged once the line is fsynced; the head follows. A crash in between
+            # leaves the head one record behind, which verify accepts (and says so).
+            self._write_head(entry["hash"], path.name)
             self._prune(now)
         return entry
+
+    def _write_head(self, newest_hash: str, file_name: str) -> None:
+        head = self.directory / HEAD_FILE
+        tmp = head.with_name(f"{HEAD_FILE}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"hash": newest_hash, "file": file_name}))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, head)
 
     def _prune(self, now: datetime) -> None:
         cutoff = (now - timedelta(days=self.retention_days)).strftime("%Y-%m-%d")
@@ -195,6 +209,7 @@ def verify_audit(directory: Path) -> AuditVerification:
     warnings: list[str] = []
     count = 0
     prev: str | None = None
+    hashes: list[str] = []
     for path in files:
         with open(path, "rb") as fh:
             content = fh.read()
@@ -226,6 +241,36 @@ def verify_audit(directory: Path) -> AuditVerification:
             if prev is not None and record["prev_hash"] != prev:
                 problems.append(f"{where}: chain broken (a record before it was removed, added or reordered)")
             prev = record["hash"]
+            hashes.append(str(record["hash"]))
+    _check_head(Path(directory), hashes, problems, warnings)
     return AuditVerification(
         ok=not problems, records=count, files=len(files), problems=problems, warnings=warnings
     )
+
+
+def _check_head(directory: Path, hashes: list[str], problems: list[str], warnings: list[str]) -> None:
+    """Compare the log's last record with the head checkpoint written by every append."""
+    head_path = directory / HEAD_FILE
+    if not head_path.exists():
+        if hashes:
+            warnings.append(f"no {HEAD_FILE}: cannot tell whether records were cut from the end")
+        return
+    try:
+        head = json.loads(head_path.read_text())
+        head_hash = str(head["hash"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        problems.append(f"{HEAD_FILE} is unreadable: {exc}")
+        return
+    if hashes and hashes[-1] == head_hash:
+        return
+    if len(hashes) >= 2 and hashes[-2] == head_hash:
+        warnings.append(f"{HEAD_FILE} is one record behind (a crash between an append and its checkpoint)")
+        return
+    if head_hash in hashes:
+        behind = len(hashes) - 1 - hashes.index(head_hash)
+        problems.append(f"{behind} records after the last checkpointed one were not written by the audit log")
+    else:
+        problems.append(
+            f"the log does not end with its newest acknowledged record ({head_hash[:12]}… in "
+            f"{head.get('file', '?')}): records were removed from the end"
+        )

@@ -242,3 +242,29 @@ def test_retention_prunes_old_day_files(log_dir: Path) -> None:
     # the first retained record links to a pruned one: that link is trusted, the rest must chain
     result = verify_audit(log_dir)
     assert (result.ok, result.records, result.files) == (True, 2, 2)
+
+
+def test_removing_the_last_records_is_detected_by_the_head(log_dir: Path) -> None:
+    _filled(log_dir)
+    path = _today_file(log_dir)
+    path.write_bytes(b"".join(_lines(path)[:-2]))  # the chain of the 3 left is intact
+    result = verify_audit(log_dir)
+    assert not result.ok and result.records == 3
+    assert any("removed from the end" in p for p in result.problems)
+
+
+def test_deleting_the_newest_day_file_is_detected(log_dir: Path) -> None:
+    _filled(log_dir, 2)
+    _today_file(log_dir).unlink()
+    result = verify_audit(log_dir)
+    assert not result.ok
+    assert any("removed from the end" in p for p in result.problems)
+
+
+def test_a_head_one_record_behind_is_a_warning_not_a_problem(log_dir: Path) -> None:
+    written = _filled(log_dir, 3)
+    head = log_dir / ".audit-head.json"
+    head.write_text(json.dumps({"hash": written[-2]["hash"], "file": _today_file(log_dir).name}))
+    result = verify_audit(log_dir)
+    assert result.ok
+    assert any("one record behind" in w for w in result.warnings)
