@@ -25,20 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from ml.detectors._forest import average_path_length
+
 #: From this many rows on, walking tree by tree in scikit-learn's C code is faster.
 TREEWISE_ROWS = 512
 #: Rows walked at once by the flat traversal (bounds its (rows × trees) temporaries).
 _CHUNK = 2048
-
-
-def _average_path_length(n: np.ndarray) -> np.ndarray:
-    """c(n) of Liu et al.: the average path length of an unsuccessful BST search."""
-    n = np.asarray(n, dtype=float)
-    out = np.zeros_like(n)
-    out[n == 2] = 1.0
-    big = n > 2
-    out[big] = 2.0 * (np.log(n[big] - 1.0) + np.euler_gamma) - 2.0 * (n[big] - 1.0) / n[big]
-    return out
 
 
 class FlatForest:
@@ -66,7 +58,7 @@ class FlatForest:
             self.feature[lo : lo + k] = np.asarray(feats)[local] if subsample else local
             self.threshold[lo : lo + k] = np.where(leaf, np.inf, tree.threshold)
             self.value[lo : lo + k] = (
-                tree.compute_node_depths() + _average_path_length(tree.n_node_samples) - 1.0
+                tree.compute_node_depths() + average_path_length(tree.n_node_samples) - 1.0
             )
             self._columns.append(np.asarray(feats, dtype=np.intp) if subsample else None)
         self.children = children.ravel()
@@ -74,7 +66,7 @@ class FlatForest:
         self.offsets = self.roots
         self.trees = trees
         self.max_depth = max((int(t.max_depth) for t in trees), default=0)
-        self.denominator = len(trees) * float(_average_path_length(np.array([model._max_samples]))[0])
+        self.denominator = len(trees) * float(average_path_length(np.array([model._max_samples]))[0])
 
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:
         X32 = np.ascontiguousarray(X, dtype=np.float32)  # the trees compare float32 inputs

@@ -16,7 +16,7 @@ import numpy as np
 _CHUNK = 4096
 
 
-def _average_path_length(n: np.ndarray) -> np.ndarray:
+def average_path_length(n: np.ndarray) -> np.ndarray:
     """c(n) of Liu et al.: the average path length of an unsuccessful BST search."""
     n = np.asarray(n, dtype=float)
     out = np.zeros_like(n)
@@ -50,10 +50,10 @@ class CompiledForest:
             self.feature[i, :k] = np.asarray(feats)[local] if subsample else local
             self.threshold[i, :k] = tree.threshold
             node_depths = tree.compute_node_depths()
-            self.leaf_value[i, :k] = node_depths + _average_path_length(tree.n_node_samples) - 1.0
+            self.leaf_value[i, :k] = node_depths + average_path_length(tree.n_node_samples) - 1.0
             depth = max(depth, int(tree.max_depth))
         self.max_depth = depth
-        self.denominator = len(trees) * float(_average_path_length(np.array([model._max_samples]))[0])
+        self.denominator = len(trees) * float(average_path_length(np.array([model._max_samples]))[0])
 
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32).astype(np.float64)  # trees compare float32 inputs
