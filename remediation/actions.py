@@ -166,60 +166,56 @@ class RestartService(Action):
         return self.adapter.health(target.host, params.service).healthy
 
 
+class _Rescale(Action):
+    """Scale the host's group by ``replicas`` within a bound; up and down differ only in sign."""
+
+    #: +1 adds capacity, -1 removes it.
+    direction: ClassVar[int]
+    permissions = ("autoscaling:DescribeAutoScalingGroups", "autoscaling:SetDesiredCapacity")
+
+    def _bound(self, params: Any) -> int:
+        return int(params.max_capacity if self.direction > 0 else params.min_capacity)
+
+    def is_in_goal_state(self, target: Target, params: Any) -> bool:
+        capacity = self.adapter.capacity(target.host)
+        bound = self._bound(params)
+        return capacity >= bound if self.direction > 0 else capacity <= bound
+
+    def goal(self, params: Any) -> str:
+        side = "upper" if self.direction > 0 else "lower"
+        return f"capacity already at the {side} bound {self._bound(params)}"
+
+    def execute(self, target: Target, params: Any) -> ActionOutcome:
+        before = self.adapter.capacity(target.host)
+        if self.direction > 0:
+            after = self.adapter.scale_up(target.host, params.replicas, max_capacity=params.max_capacity)
+        else:
+            after = self.adapter.scale_down(target.host, params.replicas, min_capacity=params.min_capacity)
+        return ActionOutcome(
+            f"scaled {target.host}'s group from {before} to {after}",
+            {"capacity_before": before, "capacity_after": after},
+        )
+
+    def verify(self, target: Target, params: Any, outcome: ActionOutcome) -> bool:
+        # Moved in the asked direction: the adapter may clamp at the bound, never overshoot.
+        before = int(outcome.data.get("capacity_before", 0))
+        return (self.adapter.capacity(target.host) - before) * self.direction > 0
+
+
 @register
-class ScaleUp(Action):
+class ScaleUp(_Rescale):
     name = "scale_up"
     schema = ScaleUpParams
-    permissions = ("autoscaling:DescribeAutoScalingGroups", "autoscaling:SetDesiredCapacity")
+    direction = 1
     description = "Add capacity to the host's group, never above max_capacity."
-
-    def is_in_goal_state(self, target: Target, params: ScaleUpParams) -> bool:
-        return self.adapter.capacity(target.host) >= params.max_capacity
-
-    def goal(self, params: ScaleUpParams) -> str:
-        return f"capacity already at the upper bound {params.max_capacity}"
-
-    def execute(self, target: Target, params: ScaleUpParams) -> ActionOutcome:
-        before = self.adapter.capacity(target.host)
-        after = self.adapter.scale_up(
-            target.host, params.replicas, max_capacity=params.max_capacity
-        )
-        return ActionOutcome(
-            f"scaled {target.host}'s group from {before} to {after}",
-            {"capacity_before": before, "capacity_after": after},
-        )
-
-    def verify(self, target: Target, params: ScaleUpParams, outcome: ActionOutcome) -> bool:
-        before = int(outcome.data.get("capacity_before", 0))
-        return self.adapter.capacity(target.host) > before
 
 
 @register
-class ScaleDown(Action):
+class ScaleDown(_Rescale):
     name = "scale_down"
     schema = ScaleDownParams
-    permissions = ("autoscaling:DescribeAutoScalingGroups", "autoscaling:SetDesiredCapacity")
+    direction = -1
     description = "Remove capacity from the host's group, never below min_capacity."
-
-    def is_in_goal_state(self, target: Target, params: ScaleDownParams) -> bool:
-        return self.adapter.capacity(target.host) <= params.min_capacity
-
-    def goal(self, params: ScaleDownParams) -> str:
-        return f"capacity already at the lower bound {params.min_capacity}"
-
-    def execute(self, target: Target, params: ScaleDownParams) -> ActionOutcome:
-        before = self.adapter.capacity(target.host)
-        after = self.adapter.scale_down(
-            target.host, params.replicas, min_capacity=params.min_capacity
-        )
-        return ActionOutcome(
-            f"scaled {target.host}'s group from {before} to {after}",
-            {"capacity_before": before, "capacity_after": after},
-        )
-
-    def verify(self, target: Target, params: ScaleDownParams, outcome: ActionOutcome) -> bool:
-        before = int(outcome.data.get("capacity_before", 0))
-        return self.adapter.capacity(target.host) < before
 
 
 @register
