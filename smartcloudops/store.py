@@ -14,7 +14,7 @@ import io
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -123,6 +123,26 @@ def _filter(
     return normalize_long(frame[mask])
 
 
+def _parse_partition(source: Path | io.BytesIO, where: object) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(source)
+    except Exception as exc:  # pyarrow raises several unrelated types
+        raise StoreError(f"partition {where} is unreadable: {exc}") from exc
+
+
+def _assemble(
+    parts: Iterable[pd.DataFrame | None],
+    start: datetime,
+    end: datetime,
+    hosts: Sequence[str] | None,
+    metrics: Sequence[str] | None,
+) -> pd.DataFrame:
+    """One long frame from the hour partitions that exist, cut to the asked range."""
+    frames = [part for part in parts if part is not None]
+    whole = pd.concat(frames, ignore_index=True) if frames else empty_long_frame()
+    return _filter(whole, start, end, hosts, metrics)
+
+
 class LocalMetricStore:
     def __init__(self, root: Path, prefix: str = "metrics") -> None:
         self.root = Path(root)
@@ -151,10 +171,7 @@ class LocalMetricStore:
     def _read_partition(path: Path) -> pd.DataFrame | None:
         if not path.exists():
             return None
-        try:
-            return pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises several unrelated types
-            raise StoreError(f"partition {path} is unreadable: {exc}") from exc
+        return _parse_partition(path, path)
 
     def read(
         self,
@@ -163,14 +180,8 @@ class LocalMetricStore:
         hosts: Sequence[str] | None = None,
         metrics: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        frames = []
-        for hour in _hours(start, end):
-            part = self._read_partition(self.root / partition_key(self.prefix, hour))
-            if part is not None:
-                frames.append(part)
-        if not frames:
-            return _filter(empty_long_frame(), start, end, hosts, metrics)
-        return _filter(pd.concat(frames, ignore_index=True), start, end, hosts, metrics)
+        parts = (self._read_partition(self.root / partition_key(self.prefix, h)) for h in _hours(start, end))
+        return _assemble(parts, start, end, hosts, metrics)
 
     def partitions(self) -> list[str]:
         base = self.root / self.prefix
@@ -245,10 +256,7 @@ class S3MetricStore:
             raise StoreError(f"S3 get_object failed for {where}: {exc}") from exc
         except BotoCoreError as exc:  # endpoint unreachable, timeouts, ...
             raise StoreError(f"S3 get_object failed for {where}: {exc}") from exc
-        try:
-            return pd.read_parquet(io.BytesIO(body))
-        except Exception as exc:  # pyarrow raises several unrelated types
-            raise StoreError(f"partition {where} is unreadable: {exc}") from exc
+        return _parse_partition(io.BytesIO(body), where)
 
     def read(
         self,
@@ -257,14 +265,8 @@ class S3MetricStore:
         hosts: Sequence[str] | None = None,
         metrics: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        frames = []
-        for hour in _hours(start, end):
-            part = self._read_partition(partition_key(self.prefix, hour))
-            if part is not None:
-                frames.append(part)
-        if not frames:
-            return _filter(empty_long_frame(), start, end, hosts, metrics)
-        return _filter(pd.concat(frames, ignore_index=True), start, end, hosts, metrics)
+        parts = (self._read_partition(partition_key(self.prefix, h)) for h in _hours(start, end))
+        return _assemble(parts, start, end, hosts, metrics)
 
     def partitions(self) -> list[str]:
         paginator = self.client.get_paginator("list_objects_v2")
