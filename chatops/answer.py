@@ -25,8 +25,13 @@ HELP_TEXT = (
     "2h\", \"Summarize last 3 anomalies\", \"why is db-1 anomalous?\", \"Show logs from 10 "
     "minutes ago\", \"errors containing timeout\", \"remediation history\", \"pending "
     "approvals\", \"model status\", \"status\". Follow up with \"and on db-1?\" or \"more\". "
-    "To decide a pending action send exactly \"approve act-…\" or \"reject act-…\"."
+    "To decide a pending action send exactly \"approve act-…\" or \"reject act-…\". "
+    "Teach the detector with \"mark the last anomaly on web-1 as a false alarm\" or \"that "
+    "was a real incident\"."
 )
+LABEL_HELP = ("A label needs a host and a window, an anomaly id, or an anomaly I just showed you: "
+              "e.g. 'mark the last anomaly on web-1 as a false alarm', 'label web-1 from 10:00 to "
+              "10:30 as an incident' (UTC).")
 
 
 def fmt_value(metric: str, value: float | None) -> str:
@@ -337,6 +342,34 @@ def _decision(verb: str) -> Any:
     return compose_decision
 
 
+KIND_WORDS = {"incident": "a real incident", "false_alarm": "a false alarm"}
+
+
+def _label(params: Mapping[str, Any], evidence: Sequence[Evidence],
+           now: datetime | None, known_hosts: Sequence[str]) -> str:
+    ev = evidence[0]
+    kind = KIND_WORDS.get(str(params.get("kind")), str(params.get("kind")))
+    if ev.get("error"):
+        return f"I stored no label ({kind}): {str(ev['error']).removeprefix('refused: ')}. " + LABEL_HELP
+    r = ev["values"][0]
+    stored = ("Stored label " if r.get("created") else "Already stored as label ") + str(r["label_id"])
+    about = ""
+    if r.get("anomaly_id"):
+        about = f" (anomaly {r['anomaly_id']} at {fmt_time(r.get('anomaly_timestamp'), now)}, {r['target']})"
+    elif r.get("target") and r["target"] != "window":
+        about = f" ({r['target']})"
+    text = (f"{stored}: {r['host']} from {fmt_time(r['start'], now)} to {fmt_time(r['end'], now)}"
+            f"{about} is {KIND_WORDS.get(r['kind'], r['kind'])}, by {r['author']}")
+    if r.get("note"):
+        text += f", note: \"{r['note']}\""
+    text += "."
+    if r.get("created") is False and r["kind"] == params.get("kind"):
+        text += " Nothing new was written."
+    if r["kind"] == "incident":
+        text += " Training validates on it as an incident window."
+    return text
+
+
 def _model(params: Mapping[str, Any], evidence: Sequence[Evidence],
            now: datetime | None, known_hosts: Sequence[str]) -> str:
     ev = evidence[0]
@@ -453,6 +486,7 @@ _COMPOSERS = {
     "remediation.history": _remediation,
     "remediation.approve": _decision("approve"),
     "remediation.reject": _decision("reject"),
+    "label.add": _label,
     "model.status": _model,
     "status.overview": _overview,
     "help": _help,

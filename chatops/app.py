@@ -29,6 +29,8 @@ Config keys (all optional; see :data:`DEFAULT_CONFIG`):
                               ``LLM_RETRIES``, ``LLM_COMPLETION_KWARGS`` (e.g. ``mock_response``)
 ``CLOCK``                     ``callable() -> aware datetime`` (tests)
 ``STATUS_WINDOW_MINUTES``     window of "recent anomalies" in /status, default 60
+``LABEL_STORE``               object with ``add/find/delete`` of :class:`smartcloudops.labels.LabelStore`
+                              (default: a LabelStore on the app's event store)
 ``ANOMALY_CACHE_SECONDS``     TTL of the recent-anomalies snapshot (Redis if ``settings.redis_url``,
                               else in memory), default 5; 0 disables. ``ANOMALY_CACHE`` injects one.
 ``REDIS_PREFIX``              key prefix of everything ChatOps keeps in Redis (tests isolate with it)
@@ -76,7 +78,8 @@ from chatops.openapi import openapi_document
 from chatops.readers import CachedMetricSource, IncrementalLogReader
 from chatops.sessions import Resolved, SessionStore, Turn, make_session_store, remember, resolve
 from chatops.tools import Evidence, MlflowModelStatus, Resources, Tools, iso
-from smartcloudops.errors import ConfigError, SmartCloudOpsError
+from smartcloudops.errors import ConfigError, InputError, SmartCloudOpsError, StoreError
+from smartcloudops.labels import MAX_LIST_LIMIT, LabelError
 from smartcloudops.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "SLACK_REPLAY_WINDOW_SECONDS": slack.REPLAY_WINDOW_SECONDS,
     "SLACK_APPROVERS": None,
     "SLACK_USE_LLM": False,
+    "LABEL_STORE": None,
 }
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -224,6 +228,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         owned.append("event_store")
         return EventStore.from_settings(settings)
 
+    def open_label_store() -> Any:
+        if cfg["LABEL_STORE"] is not None:
+            return cfg["LABEL_STORE"]
+        from smartcloudops.events import EventStore
+        from smartcloudops.labels import LabelStore
+
+        store = resources.event_store
+        if not isinstance(store, EventStore):
+            raise StoreError("labels need the SQL event store (or LABEL_STORE in the app config)")
+        # Shares the event store's engine; closing the event store closes it.
+        return LabelStore(store)
+
     def open_engine() -> Any:
         if cfg["REMEDIATION_ENGINE"] is not None:
             return cfg["REMEDIATION_ENGINE"]
@@ -266,6 +282,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         log_dir=Path(cfg["LOG_DIR"] or settings.log_dir),
         clock=clock,
         anomaly_cache=anomaly_cache,
+        open_label_store=open_label_store,
     )
     sessions = cfg["SESSION_STORE"]
     owned_sessions = sessions is None
@@ -461,10 +478,10 @@ def openapi() -> Any:
     return jsonify(openapi_document(_state().max_query_chars))
 
 
-def _read_json_body() -> dict[str, Any]:
+def _read_json_body(expected: str = "a JSON object with a 'query'") -> dict[str, Any]:
     raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
     if not raw.strip():
-        raise ApiError(400, "missing_body", "request body must be a JSON object with a 'query'", "body")
+        raise ApiError(400, "missing_body", f"request body must be {expected}", "body")
     try:
         body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -583,13 +600,13 @@ def answer_question(state: ChatOps, text: str, session_id: str, caller: str | No
     parsed = parse(text, hosts=hosts, now=now)
     session_key = f"{caller or 'anon'}:{session_id}"
     previous: Turn | None = None
-    if parsed.followup:
+    if parsed.followup or parsed.label_target == "previous":
         try:
             previous = state.sessions.get(session_key)
         except SmartCloudOpsError as exc:
             log.warning("session store unavailable; answering without context", extra={"error": str(exc)})
     resolved = resolve(parsed, previous)
-    evidence, returned = _run(state, parsed, resolved, caller, decide_refusal)
+    evidence, returned = _run(state, parsed, resolved, caller, decide_refusal, previous)
     refusal = parsed.refusal if resolved.intent == "unknown" else None
     text_answer = answers.compose(
         resolved.intent, resolved.params, evidence, now=now, refusal=refusal, note=resolved.note or None,
@@ -601,12 +618,15 @@ def answer_question(state: ChatOps, text: str, session_id: str, caller: str | No
     elif not use_llm:
         llm_info = llm.disabled("not used for this channel") | {
             "enabled": True, "model": state.llm_config.model}
+    elif resolved.intent == "label.add":
+        llm_info = llm.disabled("not used: the answer states exactly what was stored") | {
+            "enabled": True, "model": state.llm_config.model}
     elif resolved.intent in ("help", "unknown") or not evidence:
         llm_info = llm.disabled("not used: nothing to rephrase for this intent") | {
             "enabled": True, "model": state.llm_config.model}
     else:
         text_answer, llm_info = llm.rephrase(text, evidence, text_answer, state.llm_config)
-    turn = remember(resolved, returned)
+    turn = remember(resolved, returned, _shown_anomalies(resolved.intent, evidence))
     if turn is not None:
         try:
             state.sessions.put(session_key, turn)
@@ -642,8 +662,18 @@ def answer_question(state: ChatOps, text: str, session_id: str, caller: str | No
     }
 
 
-def _run(state: ChatOps, parsed: ParsedQuery, resolved: Resolved,
-         caller: str | None, decide_refusal: str | None = None) -> tuple[list[Evidence], int]:
+def _shown_anomalies(intent: str, evidence: list[Evidence]) -> tuple[str, ...]:
+    """Ids of the anomalies an answer listed (not the baselines beside them), newest first."""
+    position = {"anomaly.summary": 0, "anomaly.explain": 0, "status.overview": 1}.get(intent)
+    if position is None or len(evidence) <= position or evidence[position].get("error"):
+        return ()
+    values = evidence[position].get("values") or []
+    return tuple(dict.fromkeys(str(v["anomaly_id"]) for v in values if v.get("anomaly_id")))
+
+
+def _run(state: ChatOps, parsed: ParsedQuery, resolved: Resolved, caller: str | None,
+         decide_refusal: str | None = None,
+         previous: Turn | None = None) -> tuple[list[Evidence], int]:
     """Execute one resolved intent; returns the evidence and how many list items it shows."""
     tools = state.tools
     p = resolved.params
@@ -680,6 +710,16 @@ def _run(state: ChatOps, parsed: ParsedQuery, resolved: Resolved,
         else:
             evidence = [tools.decide(verb, p["action_id"], by=f"chatops:{caller}",
                                      note=parsed.decision_note)]
+    elif intent == "label.add":
+        if caller is None:
+            evidence = [{"source": "chatops", "query": "label", "window_start": None,
+                         "window_end": iso(state.resources.clock()), "values": [],
+                         "error": "refused: labels need an authenticated caller "
+                                  "(this server runs with ALLOW_NO_AUTH)"}]
+        else:
+            evidence = [tools.add_label(p, author=f"chatops:{caller}", target=parsed.label_target,
+                                        note=parsed.decision_note,
+                                        previous_anomalies=previous.anomaly_ids if previous else ())]
     elif intent == "model.status":
         evidence = [tools.model()]
     elif intent == "status.overview":
@@ -753,6 +793,100 @@ def logs() -> Any:
         "count": len(records),
         "records": records,
     })
+
+
+# -- operator labels ----------------------------------------------------------------------
+
+LABEL_FIELDS = ("host", "start", "end", "kind", "note", "anomaly_id")
+REQUIRED_LABEL_FIELDS = ("host", "start", "end", "kind")
+
+
+def _label_caller() -> str:
+    caller = g.get("caller")
+    if caller is None:
+        raise ApiError(403, "forbidden", "labels need an authenticated caller "
+                       "(this server runs with ALLOW_NO_AUTH)", "Authorization")
+    return f"chatops:{caller}"
+
+
+def _label_store(state: ChatOps) -> Any:
+    try:
+        return state.resources.labels
+    except SmartCloudOpsError as exc:
+        raise ApiError(503, "unavailable", f"labels unavailable: {exc}") from exc
+
+
+@bp.post("/labels")
+def add_label() -> Any:
+    """Store an operator label (idempotent: 201 when new, 200 with the stored one if not)."""
+    state = _state()
+    body = _read_json_body("a JSON object with host, start, end and kind")
+    unknown = sorted(set(body) - set(LABEL_FIELDS))
+    if unknown:
+        name = str(unknown[0])[:40]
+        raise ApiError(400, "unknown_field", f"unknown field {name!r}; valid: {', '.join(LABEL_FIELDS)}",
+                       name)
+    for name in REQUIRED_LABEL_FIELDS:
+        if body.get(name) is None:
+            raise ApiError(400, "missing_field", f"'{name}' is required", name)
+    for name in LABEL_FIELDS:
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise ApiError(400, "invalid_type", f"'{name}' must be a string, not {_json_type(body[name])}",
+                           name)
+    author = _label_caller()
+    store = _label_store(state)
+    try:
+        label, created = store.add(body["host"], body["start"], body["end"], body["kind"], author=author,
+                                   note=body.get("note") or "", anomaly_id=body.get("anomaly_id"),
+                                   now=state.resources.clock())
+    except LabelError as exc:
+        raise ApiError(400, "invalid_value", str(exc), exc.field) from exc
+    except InputError as exc:
+        raise ApiError(400, "invalid_value", str(exc)) from exc
+    except SmartCloudOpsError as exc:
+        raise ApiError(503, "unavailable", f"labels unavailable: {exc}") from exc
+    log.info("operator label stored" if created else "operator label already present",
+             extra={"label_id": label.label_id, "host": label.host, "kind": label.kind, "author": author})
+    response = jsonify({"label": label.to_dict(), "created": created})
+    response.status_code = 201 if created else 200
+    return response
+
+
+@bp.get("/labels")
+def list_labels() -> Any:
+    state = _state()
+    args = _query_args({"host", "since", "kind", "limit"})
+    limit = _int_arg(args, "limit", 1, MAX_LIST_LIMIT) or 100
+    for name in ("host", "since", "kind"):
+        if name in args and len(args[name]) > 200:
+            raise ApiError(400, "too_long", f"'{name}' is too long", name)
+    store = _label_store(state)
+    try:
+        found = store.find(host=args.get("host"), since=args.get("since"), kind=args.get("kind"), limit=limit)
+    except LabelError as exc:
+        raise ApiError(400, "invalid_value", str(exc), exc.field) from exc
+    except SmartCloudOpsError as exc:
+        raise ApiError(503, "unavailable", f"labels unavailable: {exc}") from exc
+    filters = {"host": args.get("host"), "since": args.get("since"), "kind": args.get("kind"), "limit": limit}
+    return jsonify({"filters": filters,
+                    "count": len(found), "labels": [label.to_dict() for label in found]})
+
+
+@bp.delete("/labels/<label_id>")
+def delete_label(label_id: str) -> Any:
+    state = _state()
+    author = _label_caller()
+    store = _label_store(state)
+    try:
+        deleted = store.delete(label_id)
+    except LabelError as exc:
+        raise ApiError(400, "invalid_value", str(exc), exc.field) from exc
+    except SmartCloudOpsError as exc:
+        raise ApiError(503, "unavailable", f"labels unavailable: {exc}") from exc
+    if not deleted:
+        raise ApiError(404, "not_found", f"no label {label_id[:80]!r}", "label_id")
+    log.info("operator label deleted", extra={"label_id": label_id, "by": author})
+    return jsonify({"deleted": label_id})
 
 
 @bp.get("/status")

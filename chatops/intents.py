@@ -40,6 +40,7 @@ INTENTS: tuple[str, ...] = (
     "remediation.history",
     "remediation.approve",
     "remediation.reject",
+    "label.add",
     "model.status",
     "status.overview",
     "help",
@@ -57,6 +58,10 @@ INTENT_PARAMS: dict[str, frozenset[str]] = {
     "remediation.history": frozenset({"host", "limit", "since_minutes", "action_id"}),
     "remediation.approve": frozenset({"action_id"}),
     "remediation.reject": frozenset({"action_id"}),
+    # ``kind`` is incident / false_alarm; ``start``/``end`` (a window) or ``at`` (a point) are
+    # ISO 8601 UTC; without them the label is about an anomaly (by id, the latest, or the one
+    # the previous answer showed).
+    "label.add": frozenset({"host", "kind", "start", "end", "at", "anomaly_id"}),
     "model.status": frozenset(),
     "status.overview": frozenset({"host"}),
     "help": frozenset(),
@@ -68,6 +73,9 @@ LIST_INTENTS: frozenset[str] = frozenset(
     {"anomaly.summary", "anomaly.explain", "logs.search", "remediation.history"}
 )
 ACTION_INTENTS: frozenset[str] = frozenset({"remediation.approve", "remediation.reject"})
+#: Intents that write something. Like actions they come only from the deterministic parser
+#: (never from a follow-up merge or the LLM) and are never kept as context to continue.
+WRITE_INTENTS: frozenset[str] = ACTION_INTENTS | {"label.add"}
 
 LEVELS: tuple[str, ...] = ("info", "warning", "error")  # ascending, as read_logs orders them
 MAX_SINCE_MINUTES = 366 * 24 * 60
@@ -99,8 +107,13 @@ class ParsedQuery:
     #: ("and over the last hour?") has no intent of its own but still carries parameters.
     mentioned: dict[str, Any] = field(default_factory=dict)
     #: For approve/reject: the operator's stated reason ("reject act-1 because ..."), kept
-    #: verbatim for the audit record. Never a parameter, never interpreted.
+    #: verbatim for the audit record; for a label, its note. Never a parameter, never
+    #: interpreted.
     decision_note: str | None = None
+    #: For ``label.add`` without a window or an id: ``"latest"`` (the newest anomaly, on the
+    #: host if one is named) or ``"previous"`` ("that was ...": the anomaly the previous
+    #: answer in this session showed).
+    label_target: str | None = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -943,6 +956,9 @@ def parse(text: str, *, hosts: Iterable[str] = (), now: datetime | None = None) 
     now = now or datetime.now(UTC)
     cleaned = clean_text(text)
     injection = _is_injection(cleaned)
+    label = _parse_label(cleaned, hosts, now, injection)
+    if label is not None:
+        return label
     ex = _extract(cleaned, hosts, now)
 
     raw_tokens = _tokenize(ex.text.lower())
@@ -1165,3 +1181,213 @@ def _match_action_request(tokens: Sequence[str]) -> str | None:
             return None
         return kind
     return None
+
+
+# ---------------------------------------------------------------------------------------
+# Operator feedback: labels ("mark the last anomaly on web-1 as a false alarm")
+# ---------------------------------------------------------------------------------------
+#
+# A label is a write that feeds the training gate, so, as with approvals, the rules are
+# strict rather than clever: the kind must be said in words this table knows (no typo
+# correction), a negation is only understood in the two fixed forms "not a false alarm" and
+# "not a real incident", a question is never a label, and anything else near the line
+# (another negation, two hosts, an injection, a window without a host) is refused with a
+# reply saying how to ask.
+
+LABEL_HOW = (
+    "To label, send e.g. 'mark the last anomaly on web-1 as a false alarm', 'label web-1 from "
+    "10:00 to 10:30 as an incident' (times are UTC), 'mark anom-… as a real incident', or "
+    "'that was a false alarm' right after I showed you one anomaly."
+)
+
+_THING = r"(?:incident|anomaly|anomalie|alert|alarm|problem|issue|outage|event|detection|positive)s?"
+#: Negated kinds first: "not a real incident" must not also read as "real incident".
+_NOT_INCIDENT_RE = re.compile(
+    rf"\bnot\s+(?:really\s+|actually\s+)?(?:an?\s+)?(?:real|true|genuine|actual|confirmed)?\s*{_THING}\b")
+_NOT_FALSE_RE = re.compile(
+    r"\bnot\s+(?:really\s+|actually\s+)?(?:an?\s+)?false\s+(?:alarm|alert|positive|detection|flag)s?\b")
+_FALSE_RE = re.compile(
+    r"\bfalse\s+(?:alarm|alert|positive|detection|flag|trigger)s?\b|\bnoise\b|\bbenign\b|"
+    r"\bnothing\s+wrong\b|\bfalse_alarm\b")
+_INCIDENT_RE = re.compile(
+    rf"\b(?:real|true|genuine|actual|confirmed|legit(?:imate)?)\s+{_THING}\b|"
+    r"\b(?:as|was|is|were)\s+(?:an?\s+)?incidents?\b")
+_KIND_HINT_RE = re.compile(r"false|real|true|genuine|actual|confirmed|legit|incident|noise|benign|wrong",
+                           re.IGNORECASE)
+_LABEL_VERB_RE = re.compile(
+    r"\b(?:mark|marked|label|labelled|labeled|tag|tagged|flag|classify|record|count|treat|file|"
+    r"register)\b")
+_COPULA_RE = re.compile(r"\b(?:was|is|were|looks like|looked like|seems|seemed|turned out)\b")
+_NEGATION_RE = re.compile(r"\b(?:not|no|never|don't|dont|do not|shouldn't|shouldnt|won't|wont|"
+                          r"cannot|can't|cant|nor|without)\b")
+_CONTRACTIONS_RE = re.compile(r"\b(was|is|were|do|does|did|are|should|would|could)n'?t\b")
+_LATEST_RE = re.compile(r"\b(?:last|latest|most recent|newest|previous|recent)\b")
+_LABEL_FILLER = frozenset(
+    {"that", "it", "this", "one", "that's", "thats", "it's", "its", "just", "a", "an", "the", "ok",
+     "okay", "yes", "yeah", "yep", "so", "please", "pls", "thanks", "fyi", "btw", "actually",
+     "really", "was", "is", "all"})
+_LABEL_NOTE_RE = re.compile(
+    r"\s*[,;:.-]?\s*\b(?:because|reason:|note:|cause:|due to|cuz|bc)\s*(?P<note>.*)$", re.IGNORECASE)
+
+
+def _clock_pattern(p: str) -> str:
+    return (rf"(?:(?P<{p}d>\d{{4}}-\d{{2}}-\d{{2}})[ t])?(?P<{p}h>\d{{1,2}}):(?P<{p}m>\d{{2}})"
+            rf"(?::(?P<{p}s>\d{{2}}))?(?:\s*(?P<{p}ap>am|pm))?"
+            rf"(?:\s*(?P<{p}tz>utc|gmt|z|[+-]\d{{2}}:?\d{{2}})(?![\w]))?")
+
+
+_LABEL_RANGE_RE = re.compile(
+    rf"(?<![\w:])(?:(?:from|between)\s+)?{_clock_pattern('a')}\s*(?:to|until|till|through|and|-)\s*"
+    rf"{_clock_pattern('b')}(?![\w:])", re.IGNORECASE)
+_LABEL_AT_RE = re.compile(rf"(?<![\w:])(?:(?:at|around|about|near|@)\s+)?{_clock_pattern('a')}(?![\w:])",
+                          re.IGNORECASE)
+
+
+def _label_kind(text: str) -> tuple[set[str], str]:
+    """The kinds ``text`` states, and the text with those phrases taken out."""
+    kinds: set[str] = set()
+    for pattern, kind in ((_NOT_INCIDENT_RE, "false_alarm"), (_NOT_FALSE_RE, "incident"),
+                          (_FALSE_RE, "false_alarm"), (_INCIDENT_RE, "incident")):
+        if pattern.search(text):
+            kinds.add(kind)
+            text = pattern.sub(" __kind__ ", text)
+    return kinds, text
+
+
+def _clock_time(m: re.Match[str], p: str) -> tuple[datetime, bool] | None:
+    """One matched clock time as UTC; the bool says whether it carried a date."""
+    hour, minute, second = int(m.group(p + "h")), int(m.group(p + "m")), int(m.group(p + "s") or 0)
+    ampm = (m.group(p + "ap") or "").lower()
+    if ampm:
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if ampm == "pm" else 0)
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    tz = (m.group(p + "tz") or "").lower()
+    offset = timedelta(0)
+    if tz and tz[0] in "+-":
+        digits = tz[1:].replace(":", "")
+        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        offset = -offset if tz[0] == "-" else offset
+    day = m.group(p + "d")
+    try:
+        base = datetime.fromisoformat(day).date() if day else None
+    except ValueError:
+        return None
+    if base is None:  # a placeholder day; the caller moves it to the right one
+        return datetime(2000, 1, 1, hour, minute, second, tzinfo=UTC) - offset, False
+    return datetime(base.year, base.month, base.day, hour, minute, second, tzinfo=UTC) - offset, True
+
+
+def _on_day(value: datetime, day: datetime) -> datetime:
+    return value.replace(year=day.year, month=day.month, day=day.day)
+
+
+def _label_times(text: str, now: datetime) -> tuple[str, dict[str, str], str | None]:
+    """Lift a window ("from 10:00 to 10:30") or a point ("at 14:05") out of ``text``.
+
+    Clock times without a date are UTC today, or yesterday when that would be in the future
+    (an operator labels what already happened). Returns the text with a placeholder, the
+    params, and a refusal when a time is not a time.
+    """
+    now = now.astimezone(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    m = _LABEL_RANGE_RE.search(text)
+    if m:
+        first, second = _clock_time(m, "a"), _clock_time(m, "b")
+        if first is None or second is None:
+            return text, {}, "That is not a valid time of day."
+        (start, start_dated), (end, end_dated) = first, second
+        if not start_dated and not end_dated:
+            start, end = _on_day(start, today), _on_day(end, today)
+            if end <= start:
+                end += timedelta(days=1)  # "from 23:30 to 00:15" crosses midnight
+            if end > now + timedelta(minutes=5):
+                start, end = start - timedelta(days=1), end - timedelta(days=1)
+        elif not start_dated:
+            start = _on_day(start, end)
+            start -= timedelta(days=1) if start >= end else timedelta(0)
+        elif not end_dated:
+            end = _on_day(end, start)
+            end += timedelta(days=1) if end <= start else timedelta(0)
+        rest = text[: m.start()] + " __window__ " + text[m.end():]
+        return rest, {"start": iso_z(start), "end": iso_z(end)}, None
+    m = _LABEL_AT_RE.search(text)
+    if m:
+        point = _clock_time(m, "a")
+        if point is None:
+            return text, {}, "That is not a valid time of day."
+        at, dated = point
+        if not dated:
+            at = _on_day(at, today)
+            if at > now + timedelta(minutes=5):
+                at -= timedelta(days=1)
+        return text[: m.start()] + " __at__ " + text[m.end():], {"at": iso_z(at)}, None
+    return text, {}, None
+
+
+def iso_z(value: datetime) -> str:
+    return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _parse_label(cleaned: str, hosts: Iterable[str], now: datetime, injection: bool) -> ParsedQuery | None:
+    """``label.add`` (or a refusal) when ``cleaned`` is label feedback; None when it is not."""
+    if not _KIND_HINT_RE.search(cleaned):
+        return None  # every kind phrase holds one of these words: most questions stop here
+    if _ACTION_ID_RE.search(cleaned):
+        return None  # "reject act-1 because it was a false alarm" is a decision, not a label
+    note_match = _LABEL_NOTE_RE.search(cleaned)
+    body = cleaned[: note_match.start()] if note_match else cleaned
+    note = note_match.group("note").strip(" .!:;,")[:200] or None if note_match else None
+    lowered = _CONTRACTIONS_RE.sub(r"\1 not", body.lower()).replace("’", "'")
+    kinds, rest = _label_kind(lowered)
+    if not kinds:
+        return None
+    words = re.findall(r"[a-z0-9_'-]+|\?", rest)
+    if not words:
+        return None
+    asks = words[0] in QUESTION_STARTERS and words[1:2] != ["not"]  # "do not mark ..." is no question
+    if asks or body.rstrip().endswith("?"):
+        return None  # "was that a false alarm?" asks; it does not label
+    bare = all(w in _LABEL_FILLER or w == "__kind__" for w in words)
+    if not (bare or _LABEL_VERB_RE.search(rest) or _COPULA_RE.search(rest)):
+        return None  # "too many false alarms on web-2": a remark, not feedback on one event
+
+    def refuse(why: str, reason: str) -> ParsedQuery:
+        return ParsedQuery(intent="unknown", params={}, refusal=f"{why} {LABEL_HOW}", injection=injection,
+                           reason=reason)
+
+    if injection:
+        return refuse("I did not store a label: the message also tries to change my instructions.",
+                      "label with injection")
+    if len(kinds) > 1:
+        return refuse("That says both 'incident' and 'false alarm', so I stored nothing.", "label: two kinds")
+    if _NEGATION_RE.search(rest):
+        return refuse("That reads as a negated request, so I stored nothing.", "label: negation")
+    rest, times, bad_time = _label_times(rest, now)
+    if bad_time:
+        return refuse(bad_time, "label: bad time")
+    ex = _extract(rest, hosts, now)
+    found_hosts = list(dict.fromkeys(ex.hosts))
+    if len(found_hosts) > 1:
+        return refuse("A label is for one host; send one message per host.", "label: two hosts")
+    if len(ex.anomaly_ids) > 1:
+        return refuse("A label is for one anomaly; send one message per anomaly.", "label: two ids")
+    params: dict[str, Any] = {"kind": kinds.pop()}
+    if found_hosts:
+        params["host"] = found_hosts[0]
+    params.update(times)
+    target: str | None = None
+    if ex.anomaly_ids:
+        params["anomaly_id"] = ex.anomaly_ids[0]
+    elif "start" in times:
+        if not found_hosts:
+            return refuse("Which host? A window needs one.", "label: window without host")
+    elif "at" not in times:
+        target = "latest" if (found_hosts or _LATEST_RE.search(rest)) else "previous"
+    return ParsedQuery(
+        intent="label.add", params=params, anomaly_id=ex.anomaly_ids[0] if ex.anomaly_ids else None,
+        injection=injection, reason="label feedback", mentioned=dict(params), decision_note=note,
+        label_target=target,
+    )

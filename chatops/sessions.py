@@ -2,11 +2,12 @@
 
 A session is keyed by the caller's token fingerprint *and* the session id the client sends,
 so one operator cannot read or steer another's context by guessing a session id. State is
-small JSON (intent, params, list offset). In-memory with a TTL by default; Redis when
+small JSON (intent, params, list offset, the ids of the anomalies the answer showed, so that
+"that was a false alarm" knows which one). In-memory with a TTL by default; Redis when
 ``settings.redis_url`` is set, so several gunicorn workers share context.
 
-Follow-ups never carry an action: a turn resolved to approve/reject is not stored as
-something to continue, and merging only ever starts from a read-only intent.
+Follow-ups never carry a write: a turn resolved to approve/reject or to a label is not stored
+as something to continue, and merging only ever starts from a read-only intent.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from chatops.intents import ACTION_INTENTS, INTENT_PARAMS, LIST_INTENTS, ParsedQuery
+from chatops.intents import INTENT_PARAMS, LIST_INTENTS, WRITE_INTENTS, ParsedQuery
 from smartcloudops.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_SECONDS = 1800.0
+MAX_REMEMBERED_ANOMALIES = 20
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class Turn:
     offset: int = 0
     returned: int = 0  # how many list items the last answer showed
     at: float = field(default_factory=time.time)
+    #: The anomalies the last answer showed, newest first: what "that was a false alarm" is
+    #: about (only when there was exactly one).
+    anomaly_ids: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -50,6 +55,7 @@ class Turn:
             offset=int(data.get("offset", 0)),
             returned=int(data.get("returned", 0)),
             at=float(data.get("at", 0.0)),
+            anomaly_ids=tuple(str(a) for a in data.get("anomaly_ids") or ())[:MAX_REMEMBERED_ANOMALIES],
         )
 
 
@@ -190,9 +196,9 @@ def resolve(parsed: ParsedQuery, previous: Turn | None) -> Resolved:
     if (
         parsed.followup == "refine"
         and previous is not None
-        and previous.intent not in ACTION_INTENTS
+        and previous.intent not in WRITE_INTENTS
         and previous.intent not in ("unknown", "help")
-        and parsed.intent not in ACTION_INTENTS
+        and parsed.intent not in WRITE_INTENTS
     ):
         mentioned = {k: v for k, v in parsed.mentioned.items() if k != "action_id"} or parsed.params
         new_keys = set(mentioned)
@@ -218,11 +224,12 @@ def _allowed(intent: str, params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k in allowed}
 
 
-def remember(resolved: Resolved, returned: int) -> Turn | None:
+def remember(resolved: Resolved, returned: int, anomaly_ids: Sequence[str] = ()) -> Turn | None:
     """The turn to store for this answer, or None when it must not be continued."""
-    if resolved.intent in ACTION_INTENTS or resolved.intent in ("unknown", "help"):
+    if resolved.intent in WRITE_INTENTS or resolved.intent in ("unknown", "help"):
         return None
-    return Turn(resolved.intent, dict(resolved.params), resolved.offset, returned)
+    return Turn(resolved.intent, dict(resolved.params), resolved.offset, returned,
+                anomaly_ids=tuple(anomaly_ids)[:MAX_REMEMBERED_ANOMALIES])
 
 
 def make_session_store(redis_url: str | None, ttl_seconds: float = DEFAULT_TTL_SECONDS,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from chatops.intents import WRITE_INTENTS
 from chatops.tools import Evidence
 
 REPLAY_WINDOW_SECONDS = 300
@@ -260,8 +261,9 @@ def evidence_block(ev: Evidence) -> dict[str, Any]:
 def to_message(result: Mapping[str, Any]) -> dict[str, Any]:
     """A /query result as a Slack message: the answer, what was understood, the evidence.
 
-    Decisions (approve/reject) go ``in_channel`` so the team sees who decided; everything
-    else is ``ephemeral`` -- only the asker sees it, as with any lookup.
+    Decisions (approve/reject) and labels go ``in_channel`` so the team sees who decided or
+    labelled what; everything else is ``ephemeral`` -- only the asker sees it, as with any
+    lookup.
     """
     intent = str(result.get("intent", "unknown"))
     answer = escape(str(result.get("answer", "")))
@@ -281,8 +283,7 @@ def to_message(result: Mapping[str, Any]) -> dict[str, Any]:
         blocks.append({"type": "divider"})
         blocks.extend(evidence_block(ev) for ev in evidence[:MAX_EVIDENCE_BLOCKS])
     return {
-        "response_type": "in_channel" if intent in ("remediation.approve", "remediation.reject")
-        else "ephemeral",
+        "response_type": "in_channel" if intent in WRITE_INTENTS else "ephemeral",
         "text": _clip(answer),  # the fallback for notifications and old clients
         "blocks": blocks[:MAX_BLOCKS],
     }

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from smartcloudops.domain import METRIC_UNITS, ActionRecord, ActionStatus, Anomaly
-from smartcloudops.errors import InputError, ModelError, SmartCloudOpsError
+from smartcloudops.errors import InputError, ModelError, SmartCloudOpsError, StoreError
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from smartcloudops.labels import Label
     from smartcloudops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,14 @@ DEFAULT_ACTION_LIMIT = 10
 MAX_HISTORY_POINTS = 720
 LOG_MESSAGE_CHARS = 300
 F1_METRIC_KEYS = ("event_f1", "val_event_f1", "validation_event_f1", "f1", "event_f1_micro")
+#: An alarm labelled as an incident becomes the hour around it. The operator confirms *that*
+#: alarm, not when the trouble began or ended; an hour is the evaluation's false-positive
+#: bucket and about the length of the simulator's incidents (25-95 minutes), so the window
+#: holds the alarm with room for detection delay either side without swallowing the next
+#: hour's unrelated alarms. The end is clipped at "now" (labels never reach the future).
+LABEL_HALF_WIDTH = timedelta(minutes=30)
+#: "the web-2 anomaly at 14:05": people round clock times; further than this is another alarm.
+LABEL_AT_TOLERANCE = timedelta(minutes=10)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -118,6 +127,18 @@ class EventStoreLike(Protocol):
     def get_action(self, action_id: str) -> ActionRecord | None: ...
 
 
+class LabelStoreLike(Protocol):
+    def add(self, host: Any, start: datetime | str | None, end: datetime | str | None, kind: Any, *,
+            author: Any, note: Any = "", anomaly_id: Any = None,
+            now: datetime | None = None) -> tuple[Label, bool]: ...
+
+    def find(self, *, host: str | None = None, since: datetime | str | None = None,
+             until: datetime | str | None = None, kind: str | None = None,
+             limit: int = 100) -> list[Label]: ...
+
+    def delete(self, label_id: str) -> bool: ...
+
+
 class EngineLike(Protocol):
     def approve(self, action_id: str, by: str) -> ActionRecord: ...
 
@@ -141,6 +162,8 @@ class Resources:
     clock: Callable[[], datetime]
     #: ``chatops.cache.RecentAnomalies`` (or None: always read the event store)
     anomaly_cache: Any = None
+    #: opens a ``smartcloudops.labels.LabelStore`` (None: labels cannot be stored)
+    open_label_store: Callable[[], LabelStoreLike] | None = None
 
     def __post_init__(self) -> None:
         # Re-entrant: opening the engine opens the event store it shares.
@@ -166,6 +189,12 @@ class Resources:
     @property
     def engine(self) -> EngineLike:
         return self._get("engine", self.open_engine)  # type: ignore[no-any-return]
+
+    @property
+    def labels(self) -> LabelStoreLike:
+        if self.open_label_store is None:
+            raise StoreError("no label store configured")
+        return self._get("labels", self.open_label_store)  # type: ignore[no-any-return]
 
     def opened(self) -> dict[str, Any]:
         with self._lock:
@@ -400,6 +429,94 @@ class Tools:
         values = [_action_dict(record)] if isinstance(record, ActionRecord) else [_plain(record)]
         return evidence("remediation", query, None, now, values)
 
+    # -- labels ----------------------------------------------------------------------------
+
+    def add_label(self, params: Mapping[str, Any], *, author: str, target: str | None = None,
+                  note: str | None = None, previous_anomalies: Sequence[str] = ()) -> Evidence:
+        """Store one operator label; the evidence is exactly what was stored (or why not).
+
+        ``params`` are ``label.add``'s: ``kind`` and either ``start``/``end`` (with ``host``),
+        ``at``, ``anomaly_id``, or ``target`` = ``"latest"`` / ``"previous"`` (then
+        ``previous_anomalies`` are the ids the session's last answer showed).
+        """
+        now = self.r.clock()
+        kind = str(params.get("kind"))
+        query = _filter_text("LabelStore.add", **{k: params.get(k) for k in (
+            "host", "kind", "start", "end", "at", "anomaly_id")}, target=target)
+        try:
+            host, start, end, anomaly, how = self._label_target(params, target, previous_anomalies, now)
+        except InputError as exc:
+            return evidence("labels", query, None, now, [], error=f"refused: {_reason(exc)}")
+        except Exception as exc:  # noqa: BLE001 -- degrade, never fail the question
+            log.warning("event store failed", extra={"error": _reason(exc)})
+            return unavailable("event_store", query, exc, None, now)
+        try:
+            label, created = self.r.labels.add(
+                host, start, end, kind, author=author, note=note or "",
+                anomaly_id=anomaly.anomaly_id if anomaly else None, now=now)
+        except InputError as exc:
+            return evidence("labels", query, start, end, [], error=f"refused: {_reason(exc)}")
+        except Exception as exc:  # noqa: BLE001 -- degrade, never fail the question
+            log.warning("label store failed", extra={"error": _reason(exc)})
+            return unavailable("labels", query, exc, start, end)
+        log.info("operator label stored" if created else "operator label already present",
+                 extra={"label_id": label.label_id, "host": label.host, "kind": label.kind, "author": author})
+        value = label.to_dict() | {"created": created, "target": how}
+        if anomaly is not None:
+            value["anomaly_timestamp"] = iso(anomaly.timestamp)
+        return evidence("labels", query, label.start, label.end, [value])
+
+    def _label_target(self, params: Mapping[str, Any], target: str | None, previous: Sequence[str],
+                      now: datetime) -> tuple[str, datetime, datetime, Anomaly | None, str]:
+        """``(host, start, end, anomaly, how)`` for a label; InputError says what is missing."""
+        host = params.get("host")
+        store = self.r.event_store
+        anomaly: Anomaly | None = None
+        if params.get("start") and params.get("end"):
+            if not host:
+                raise InputError("which host? a window needs one")
+            start = datetime.fromisoformat(str(params["start"]).replace("Z", "+00:00"))
+            end = datetime.fromisoformat(str(params["end"]).replace("Z", "+00:00"))
+            return str(host), start, end, None, "window"
+        if params.get("anomaly_id"):
+            anomaly = store.get_anomaly(str(params["anomaly_id"]))
+            if anomaly is None:
+                raise InputError(f"no anomaly {params['anomaly_id']} in the event store")
+            how = "anomaly id"
+        elif params.get("at"):
+            at = datetime.fromisoformat(str(params["at"]).replace("Z", "+00:00"))
+            near = [a for a in store.recent_anomalies(limit=1000, since=at - LABEL_AT_TOLERANCE, host=host)
+                    if a.timestamp <= at + LABEL_AT_TOLERANCE]
+            if near:
+                anomaly = min(near, key=lambda a: abs(a.timestamp - at))
+                how = f"nearest anomaly to {iso(at)}"
+            elif host:
+                return (str(host), at - LABEL_HALF_WIDTH, min(at + LABEL_HALF_WIDTH, now), None,
+                        f"no recorded anomaly within {_minutes(LABEL_AT_TOLERANCE)} of {iso(at)}; "
+                        "the hour around that time")
+            else:
+                raise InputError(f"no anomaly within {_minutes(LABEL_AT_TOLERANCE)} of {iso(at)}; "
+                                 "name the host to label that time anyway")
+        elif target == "latest":
+            latest = store.recent_anomalies(limit=1, host=host)
+            if not latest:
+                raise InputError("no anomaly recorded" + (f" on {host}" if host else ""))
+            anomaly, how = latest[0], "latest anomaly" + (f" on {host}" if host else "")
+        else:
+            if not previous:
+                raise InputError("which anomaly? I have not shown you one in this conversation")
+            if len(previous) > 1:
+                raise InputError(f"which anomaly? my last answer showed {len(previous)} "
+                                 f"({', '.join(previous[:5])}); name one, e.g. 'mark {previous[0]} as ...'")
+            anomaly = store.get_anomaly(previous[0])
+            if anomaly is None:
+                raise InputError(f"anomaly {previous[0]} is no longer in the event store")
+            how = "the anomaly my last answer showed"
+        if host and anomaly.host != host:
+            raise InputError(f"{anomaly.anomaly_id} is on {anomaly.host}, not {host}")
+        return (anomaly.host, anomaly.timestamp - LABEL_HALF_WIDTH,
+                min(anomaly.timestamp + LABEL_HALF_WIDTH, now), anomaly, how)
+
     # -- model -----------------------------------------------------------------------------
 
     def model(self) -> Evidence:
@@ -613,6 +730,10 @@ def _series_summaries(frame: pd.DataFrame, metric: str | None = None) -> list[di
             "max_at": iso(datetime.fromtimestamp(int(ns[a + peak]) / 1e9, tz=UTC)),
         })
     return out
+
+
+def _minutes(span: timedelta) -> str:
+    return f"{int(span.total_seconds() // 60)} minutes"
 
 
 def _filter_text(name: str, **kwargs: Any) -> str:

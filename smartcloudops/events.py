@@ -66,6 +66,21 @@ def _tables(metadata: sa.MetaData) -> dict[str, sa.Table]:
             sa.Column("key", sa.String(256), primary_key=True),
             sa.Column("value", sa.Text, nullable=False),
         ),
+        # Operator labels (smartcloudops.labels). The unique window makes "add" idempotent
+        # even when two requests race: the database, not a read-then-write, decides.
+        "labels": sa.Table(
+            "labels", metadata,
+            sa.Column("label_id", sa.String(64), primary_key=True),
+            sa.Column("host", sa.String(128), nullable=False, index=True),
+            sa.Column("window_start", ts, nullable=False, index=True),
+            sa.Column("window_end", ts, nullable=False, index=True),
+            sa.Column("kind", sa.String(16), nullable=False),
+            sa.Column("author", sa.String(128), nullable=False),
+            sa.Column("note", sa.Text, nullable=False),
+            sa.Column("anomaly_id", sa.String(64)),
+            sa.Column("created_at", ts, nullable=False),
+            sa.UniqueConstraint("host", "window_start", "window_end", "kind", name="uq_labels_window"),
+        ),
     }
 
 

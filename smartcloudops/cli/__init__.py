@@ -36,6 +36,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -116,6 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--execute", action="store_true", help="act for real (default: settings.dry_run)")
 
     add("status", commands.cmd_status, "Show services, model champion, recent anomalies and actions.")
+
+    p = add("labels", commands.cmd_labels,
+            "Operator labels: windows that were real incidents or false alarms.")
+    labels = p.add_subparsers(dest="labels_command", metavar="ACTION", required=True)
+    q = labels.add_parser("add", help="store a label (idempotent)", description=(
+        "Store a label: HOST's window START..END (ISO 8601, UTC unless an offset is given) was a "
+        "real incident (training validates on it) or a false alarm."))
+    q.add_argument("--host", required=True)
+    q.add_argument("--start", required=True, help="window start, e.g. 2026-01-15T10:00:00Z")
+    q.add_argument("--end", required=True, help="window end")
+    q.add_argument("--kind", required=True, choices=["incident", "false_alarm"])
+    q.add_argument("--note", default="", help="why (at most 500 characters)")
+    q.add_argument("--anomaly-id", help="the anomaly this label is about")
+    q.add_argument("--author", help="who labels (default: cli:<login name>)")
+    q = labels.add_parser("list", help="list labels, newest window first")
+    q.add_argument("--host")
+    q.add_argument("--since", help="only windows ending at or after this time (ISO 8601)")
+    q.add_argument("--kind", choices=["incident", "false_alarm"])
+    q.add_argument("--limit", type=_positive_int, default=100, help="at most this many (default 100)")
+    q.add_argument("--json", action="store_true", help="one JSON object per line")
+    q = labels.add_parser("delete", help="delete a label by id")
+    q.add_argument("label_id", help="e.g. lbl-1a2b3c4d5e6f")
 
     p = add("audit", commands.cmd_audit, "Work with the remediation audit log.")
     p.add_argument("audit_command", choices=["verify"], help="verify: check the hash chain")

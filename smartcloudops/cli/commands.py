@@ -238,3 +238,46 @@ def cmd_audit(args: argparse.Namespace) -> int:
     say(f"audit verify {verdict}: {result.records} records in {result.files} files")
     sys.stdout.flush()
     return 0 if result.ok else 1
+
+
+# -- operator labels ---------------------------------------------------------------------
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    import getpass
+
+    from smartcloudops.labels import LabelStore, iso_utc
+
+    store = LabelStore.from_settings(get_settings())
+    try:
+        if args.labels_command == "add":
+            author = args.author
+            if author is None:
+                try:
+                    author = f"cli:{getpass.getuser()}"
+                except (KeyError, OSError):  # no login name (a container without a passwd entry)
+                    author = "cli"
+            label, created = store.add(args.host, args.start, args.end, args.kind, author=author,
+                                       note=args.note, anomaly_id=args.anomaly_id)
+            verb = "stored" if created else "already stored"
+            say(f"{verb} {label.label_id}: {label.host} {iso_utc(label.start)} .. {iso_utc(label.end)} "
+                f"{label.kind} by {label.author}")
+            return 0
+        if args.labels_command == "list":
+            found = store.find(host=args.host, since=args.since, kind=args.kind, limit=args.limit)
+            for label in found:
+                if args.json:
+                    say(json.dumps(label.to_dict(), sort_keys=True))
+                else:
+                    note = f"  {label.note}" if label.note else ""
+                    say(f"{label.label_id}  {label.host}  {iso_utc(label.start)} .. {iso_utc(label.end)}  "
+                        f"{label.kind}  {label.author}{note}")
+            if not args.json:
+                say(f"{len(found)} label{'' if len(found) == 1 else 's'}")
+            return 0
+        if not store.delete(args.label_id):
+            raise InputError(f"no label {args.label_id!r}")
+        say(f"deleted {args.label_id}")
+        return 0
+    finally:
+        store.close()

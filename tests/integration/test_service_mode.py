@@ -91,6 +91,34 @@ def test_event_store_round_trip_on_postgres(fresh_db: str) -> None:
         store.close()
 
 
+def test_operator_labels_round_trip_on_postgres(fresh_db: str) -> None:
+    from smartcloudops.labels import LabelStore
+
+    events = EventStore(fresh_db)
+    labels = LabelStore(events)
+    try:
+        now = datetime(2024, 5, 6, 12, 0, tzinfo=UTC)
+        plus2 = timezone(timedelta(hours=2))
+        first, created = labels.add(
+            "web-1", datetime(2024, 5, 6, 12, 0, tzinfo=plus2), "2024-05-06T10:30:00Z", "incident",
+            author="ops", note="cpu hog", now=now,
+        )
+        assert created and first.start == datetime(2024, 5, 6, 10, 0, tzinfo=UTC)
+        again, created = labels.add(
+            "web-1", "2024-05-06T10:00:00Z", "2024-05-06T10:30:00Z", "incident", author="other", now=now
+        )
+        assert not created and again.label_id == first.label_id
+        labels.add("web-1", "2024-05-06T10:20:00Z", "2024-05-06T11:00:00Z", "incident", author="ops", now=now)
+        labels.add(
+            "web-2", "2024-05-06T10:00:00Z", "2024-05-06T10:10:00Z", "false_alarm", author="ops", now=now
+        )
+        windows = labels.windows(datetime(2024, 5, 6, tzinfo=UTC), now)
+        # Overlapping incidents of one host merge; false alarms are not incident windows.
+        assert windows == {"web-1": [["2024-05-06T10:00:00Z", "2024-05-06T11:00:00Z"]]}
+    finally:
+        events.close()
+
+
 def _race(url: str, name: str, keys: list[str], barrier: Any, results: Any) -> None:
     store = EventStore(url)  # a fresh database: both racers also race to create the tables
     wins = []

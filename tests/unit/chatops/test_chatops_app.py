@@ -450,7 +450,7 @@ def test_openapi_document(client: FlaskClient) -> None:
     doc = client.get("/openapi.json").get_json()
     assert doc["openapi"].startswith("3.1")
     assert {"/query", "/status", "/logs", "/healthz", "/openapi.json"} <= set(doc["paths"])
-    assert len(doc["components"]["schemas"]["QueryResponse"]["properties"]["intent"]["enum"]) == 12
+    assert len(doc["components"]["schemas"]["QueryResponse"]["properties"]["intent"]["enum"]) == 13
 
 
 def test_status_and_overview_say_when_the_breaker_is_open(make_app: AppFactory, tmp_path: Any) -> None:

@@ -66,7 +66,9 @@ def test_seed_questions_parse_exactly(text: str, intent: str, params: dict[str, 
 
 
 def test_params_are_only_ever_the_contract_names() -> None:
-    allowed = {"metric", "host", "limit", "since_minutes", "level", "contains", "action_id"}
+    allowed = {"metric", "host", "limit", "since_minutes", "level", "contains", "action_id",
+               # label.add's own: what to label and how
+               "kind", "start", "end", "at", "anomaly_id"}
     for text, _, _ in PHRASINGS + PHRASINGS_LATER:
         got = parse(text, hosts=HOSTS, now=NOON)
         assert set(got.params) <= INTENT_PARAMS[got.intent] <= allowed

@@ -135,3 +135,19 @@ def test_llm_is_on_from_settings(make_app: AppFactory, fleet: Fleet) -> None:
 )
 def test_dates_and_times_must_match_evidence_timestamps(answer: str, missing: list[str]) -> None:
     assert llm.unsupported_numbers(answer, EVIDENCE, "what's current cpu?") == missing
+
+
+def test_the_llm_never_creates_or_rephrases_labels(make_app: AppFactory, fleet: Fleet) -> None:
+    pytest.importorskip("litellm")
+    from smartcloudops.labels import LabelStore
+
+    # A model that claims to have labelled something changes nothing: only the parser writes.
+    client = _llm_app(make_app, "Done: I labelled web-1 as a real incident (label lbl-123456789abc).")
+    summary = ask(client, "summarize the last 3 anomalies")
+    assert summary["intent"] == "anomaly.summary"
+    assert LabelStore(fleet.store).find() == []
+    data = ask(client, "mark the last anomaly on web-1 as a false alarm")
+    [label] = LabelStore(fleet.store).find()
+    assert data["answer"].startswith(f"Stored label {label.label_id}")  # the exact record, not prose
+    assert data["llm"]["enabled"] and not data["llm"]["used"]
+    assert "states exactly what was stored" in data["llm"]["reason"]

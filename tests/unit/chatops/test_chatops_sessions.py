@@ -50,6 +50,20 @@ def test_actions_are_never_remembered_or_continued() -> None:
     assert got.intent == "remediation.history"
 
 
+def test_labels_are_never_remembered_and_shown_anomalies_are() -> None:
+    label = resolve(parse("mark the last anomaly on web-1 as a false alarm"), None)
+    assert label.intent == "label.add"
+    assert remember(label, 1, ["anom-1"]) is None
+    # "that was ..." is not a follow-up: context never turns into a label by merging
+    that = resolve(parse("that was a real incident"), Turn("anomaly.summary", {"host": "web-1"}))
+    assert (that.intent, that.params) == ("label.add", {"kind": "incident"})
+    summary = resolve(parse("summarize the last 2 anomalies"), None)
+    turn = remember(summary, 2, ["anom-2", "anom-1"])
+    assert turn is not None and turn.anomaly_ids == ("anom-2", "anom-1")
+    assert Turn.from_json(turn.to_json()) == turn
+    assert Turn.from_json('{"intent": "help", "params": {}}').anomaly_ids == ()  # an older session
+
+
 def test_standalone_question_ignores_context() -> None:
     got = resolve(parse("model status"), Turn("logs.search", {"level": "error"}))
     assert (got.intent, got.params) == ("model.status", {})

@@ -366,3 +366,19 @@ def test_check_timestamp_window_edges() -> None:
     assert slack.check_timestamp(" 1699999700 ", now=1_700_000_000) == "1699999700"
     with pytest.raises(slack.SlackRequestError, match="more than 300 s"):
         slack.check_timestamp("1699999699", now=1_700_000_000)
+
+
+# -- labels --------------------------------------------------------------------------------
+
+def test_any_signed_slack_user_can_label_and_the_team_sees_it(sc: FlaskClient, fleet: Fleet) -> None:
+    from smartcloudops.labels import LabelStore
+
+    message = post(sc, form("mark the last anomaly on web-1 as a false alarm")).get_json()
+    assert message["response_type"] == "in_channel"  # feedback that changes training is visible
+    [label] = LabelStore(fleet.store).find()
+    assert label.author == "chatops:slack-T1DC2JH3J-U2CERLKJA"
+    assert label.label_id in message["text"]
+    # a question about false alarms stays private and stores nothing
+    quiet = post(sc, form("how many false alarms today?")).get_json()
+    assert quiet["response_type"] == "ephemeral"
+    assert len(LabelStore(fleet.store).find()) == 1
