@@ -28,8 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smartcloudops.errors import InputError
-from smartcloudops.logs import LEVEL_ORDER, LOG_FILE_PREFIX
+from smartcloudops.logs import LEVEL_ORDER, LogQuery
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,6 +76,14 @@ class _FileState:
     tail: _Entry | None = None  # a complete record not yet followed by a newline
 
 
+def _matches(entry: _Entry, query: LogQuery) -> bool:
+    if entry.level < query.floor:
+        return False
+    if query.since is not None and (entry.when is None or entry.when < query.since):
+        return False
+    return not (query.needle and query.needle not in entry.haystack)
+
+
 class IncrementalLogReader:
     """Drop-in for ``read_logs(log_dir, *, since, level, contains, limit)``."""
 
@@ -88,56 +95,31 @@ class IncrementalLogReader:
 
     def __call__(self, log_dir: Path, *, since: datetime | None = None, level: str | None = None,
                  contains: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        if level is not None and level.lower() not in LEVEL_ORDER:
-            raise InputError(f"unknown level {level!r}; valid: {', '.join(LEVEL_ORDER)}")
-        if since is not None:
-            since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
-        floor = LEVEL_ORDER[level.lower()] if level else 0
-        needle = contains.lower() if contains else None
-        directory = Path(log_dir)
-        if not directory.exists() or limit <= 0:
-            return []
-        files = sorted(directory.glob(f"{LOG_FILE_PREFIX}*.jsonl"), reverse=True)
-        if since is not None:
-            first_day = since.strftime("%Y-%m-%d")
-            files = [f for f in files if f.stem.removeprefix(LOG_FILE_PREFIX) >= first_day]
+        query = LogQuery.plan(log_dir, since=since, level=level, contains=contains, limit=limit)
         out: list[dict[str, Any]] = []
-        for path in files:
+        for path in query.files:
             ordered = self._ordered(path)
             if ordered is None:  # too big to keep: the plain reader, same semantics
-                out.extend(self._plain(path, since, level, contains))
+                out.extend(self._plain(path, query))
             else:
                 for e in ordered:
-                    if e.level < floor:
-                        continue
-                    if since is not None and (e.when is None or e.when < since):
-                        continue
-                    if needle and needle not in e.haystack:
-                        continue
-                    out.append(e.record)
-                    if len(out) >= limit:
-                        break
+                    if _matches(e, query):
+                        out.append(e.record)
+                        if len(out) >= limit:
+                            break
             if len(out) >= limit:
                 break
         return out[:limit]
 
     @staticmethod
-    def _plain(path: Path, since: datetime | None, level: str | None,
-               contains: str | None) -> list[dict[str, Any]]:
+    def _plain(path: Path, query: LogQuery) -> list[dict[str, Any]]:
         # read_logs' loop for one file, for files too big to keep parsed in memory.
-        floor = LEVEL_ORDER[level.lower()] if level else 0
-        needle = contains.lower() if contains else None
         matches: list[_Entry] = []
         with open(path, "rb") as fh:
             for line in fh:
                 e = _parse_line(line)
-                if e is None or e.level < floor:
-                    continue
-                if since is not None and (e.when is None or e.when < since):
-                    continue
-                if needle and needle not in e.haystack:
-                    continue
-                matches.append(e)
+                if e is not None and _matches(e, query):
+                    matches.append(e)
         matches.sort(key=lambda e: e.timestamp, reverse=True)
         return [e.record for e in matches]
 

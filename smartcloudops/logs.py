@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,6 +135,46 @@ def configure_logging(component: str, settings: Settings | None = None, *, conso
     root.setLevel(settings.log_level.upper())
 
 
+@dataclass(frozen=True)
+class LogQuery:
+    """A validated log filter and the day files that can hold its matches, newest first.
+
+    One place for the filter's rules, shared by :func:`read_logs` and ChatOps' incremental
+    reader, so the two cannot drift apart on what a filter means.
+    """
+
+    since: datetime | None
+    floor: int  # the lowest LEVEL_ORDER value kept
+    needle: str | None  # lower-cased substring, or None
+    limit: int
+    files: list[Path]
+
+    @classmethod
+    def plan(
+        cls,
+        log_dir: Path,
+        *,
+        since: datetime | None = None,
+        level: str | None = None,
+        contains: str | None = None,
+        limit: int = 100,
+    ) -> LogQuery:
+        if level is not None and level.lower() not in LEVEL_ORDER:
+            raise InputError(f"unknown level {level!r}; valid: {', '.join(LEVEL_ORDER)}")
+        since = _as_utc(since) if since is not None else None
+        floor = LEVEL_ORDER[level.lower()] if level else 0
+        needle = contains.lower() if contains else None
+        directory = Path(log_dir)
+        files: list[Path] = []
+        if directory.exists() and limit > 0:
+            files = sorted(directory.glob(f"{LOG_FILE_PREFIX}*.jsonl"), reverse=True)
+            if since is not None:
+                # Day files are named by UTC date: older days cannot hold a newer record.
+                first_day = since.strftime("%Y-%m-%d")
+                files = [f for f in files if f.stem.removeprefix(LOG_FILE_PREFIX) >= first_day]
+        return cls(since=since, floor=floor, needle=needle, limit=limit, files=files)
+
+
 def read_logs(
     log_dir: Path,
     *,
@@ -143,21 +184,10 @@ def read_logs(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """Newest-first records matching the filters; torn or non-JSON lines are skipped."""
-    if level is not None and level.lower() not in LEVEL_ORDER:
-        raise InputError(f"unknown level {level!r}; valid: {', '.join(LEVEL_ORDER)}")
-    if since is not None:
-        since = _as_utc(since)
-    floor = LEVEL_ORDER[level.lower()] if level else 0
-    needle = contains.lower() if contains else None
-    directory = Path(log_dir)
-    if not directory.exists() or limit <= 0:
-        return []
-    files = sorted(directory.glob(f"{LOG_FILE_PREFIX}*.jsonl"), reverse=True)
-    if since is not None:
-        first_day = since.astimezone(UTC).strftime("%Y-%m-%d")
-        files = [f for f in files if f.stem.removeprefix(LOG_FILE_PREFIX) >= first_day]
+    query = LogQuery.plan(log_dir, since=since, level=level, contains=contains, limit=limit)
+    since, floor, needle = query.since, query.floor, query.needle
     out: list[dict[str, Any]] = []
-    for path in files:
+    for path in query.files:
         matches = []
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in fh:
