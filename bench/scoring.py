@@ -15,8 +15,10 @@ concurrent keep-alive connections for a fixed duration, then batches. The load g
 
 Prints one JSON line: rps_ours, rps_mlflow, rps_ratio_vs_mlflow, p50_ms, p99_ms (ours, single
 row, 8 clients), batch_rows_per_s (ours, 10,000-row batches), rss_mb (our server's resident
-memory after the load; rss_idle_mb right after the model loaded), plus the peer's figures and
-the setup. Every process started is stopped by PID.
+memory after the load, summed over its process tree; rss_idle_mb right after the model loaded;
+rss_load_peak_mb the tree's peak while the short-lived loader process ran), the server's CPU
+time per request and per batch (comparable across runs on a busy machine), plus the peer's
+figures and the setup. Every process started is stopped by PID.
 
 Usage: ``python bench/scoring.py [--duration 10] [--clients 8] [--workers 1] [--no-mlflow]``
 """
@@ -217,6 +219,18 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, logfile: 
     raise RuntimeError(f"{url} not ready after {timeout:.0f}s; log:\n{logfile.read_text()[-3000:]}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants: what serving cost, whatever
+    else the (shared) machine was doing at the same time."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+    except psutil.Error:
+        return float("nan")
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants (uvicorn workers)."""
     import psutil
@@ -408,7 +422,23 @@ def main() -> int:
             env,
             ours_log,
         )
-        wait_http(f"http://127.0.0.1:{port}/readyz", ours_proc, 120, ours_log)
+        # The model is loaded by a short-lived child of the server: sample the whole tree
+        # while it loads, so the transient peak is reported beside the steady state.
+        peak = [0.0]
+        loading = threading.Event()
+
+        def sample() -> None:
+            while not loading.is_set():
+                peak[0] = max(peak[0], rss_mb(ours_proc.pid))
+                loading.wait(0.1)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            wait_http(f"http://127.0.0.1:{port}/readyz", ours_proc, 120, ours_log)
+        finally:
+            loading.set()
+            sampler.join()
         log(f"ours ready on :{port} (workers={args.workers})")
         time.sleep(1.0)  # let the load-time gc/trim finish before reading memory
         rss_idle = rss_mb(ours_proc.pid)
@@ -434,10 +464,13 @@ def main() -> int:
         ours_url = f"http://127.0.0.1:{port}/v1/score"
         # Warm-up: each host's history fills (features need an hour of context), pages fault in.
         load_batches(ours_url, ours_batch(singles.iloc[:800]), 800, 0.1, 1)
+        cpu_start = cpu_seconds(ours_proc.pid)
         ours = single_row(ours_url, ours_bodies(singles))
         log(f"ours single-row: {ours}")
+        cpu_single = cpu_seconds(ours_proc.pid)
         batch = load_batches(ours_url, ours_batch(batch_frame), BATCH_ROWS, args.batch_seconds, 200)
         log(f"ours batch: {batch}")
+        cpu_batch = cpu_seconds(ours_proc.pid) - cpu_single
         rss = rss_mb(ours_proc.pid)
 
         if mlflow_proc is not None:
@@ -461,10 +494,15 @@ def main() -> int:
             "batch_rows_per_s": round(batch["rows_per_s"]),
             "rss_mb": round(rss, 1),
             "rss_idle_mb": round(rss_idle, 1),
+            "rss_load_peak_mb": round(peak[0], 1),
             "failed_requests": ours["failed"] + batch["failed"],
             "requests_ours": ours["requests"],
             "p90_ms": round(ours["p90_ms"], 3),
             "batch_ms_per_10k": round(batch["ms_per_batch"], 1),
+            # Server CPU per request/batch: comparable across runs on a busy shared machine,
+            # where wall-clock figures also measure the neighbours.
+            "cpu_ms_per_request": round(1000 * (cpu_single - cpu_start) / max(ours["requests"], 1), 3),
+            "cpu_ms_per_10k_batch": round(1000 * cpu_batch / max(batch["requests"] + 1, 1), 1),
             "mlflow_p50_ms": round(peer["p50_ms"], 3) if peer else None,
             "mlflow_p99_ms": round(peer["p99_ms"], 3) if peer else None,
             "mlflow_requests": peer.get("requests"),
@@ -475,6 +513,7 @@ def main() -> int:
             "duration_s": duration,
             "workers": args.workers,
             "load_generator": generator,
+            "load_average": [round(x, 2) for x in os.getloadavg()],
             "model": f"{MODEL_NAME} v{version}: isolation_forest, 100 trees, {len(HOSTS)} hosts",
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}",

@@ -1,25 +1,19 @@
-"""The request-path scorer for ``ml.fleet.FleetModel``: numpy in, numpy out, no pandas.
+"""The request-path scorers for ``ml.fleet.FleetModel``: numpy in, numpy out, no pandas.
 
-:class:`~serving.model.FleetScorer` builds a pandas frame per request and hands it to
-``FleetModel.score``, which parses timestamps and groups hosts through pandas again: about
-1 ms of overhead per call whatever the row count. :class:`ArrayFleetScorer` does the same
-work on :attr:`Batch.values <serving.schema.Batch.values>` directly:
+Two of them, chosen at load time by :func:`serving.model.make_scorer`:
 
-- per-host feature state (the last rows each host's detector needs as context, and its
-  alarm state) lives here in numpy arrays, one small record per host;
-- each host's rows go through the detector's numpy entry point ``score_segment`` (for the
-  Isolation Forest: causal features, then the forest compiled to flat arrays at load time,
-  walked for all trees at once; for Prophet: a lookup in the bands precomputed at fit),
-  its ``calibrate`` and the fleet's alarm policy ``apply_array`` — the very pieces
-  ``FleetModel.score`` uses, so results are the same (a unit test holds them equal, row by
-  row and batch by batch) while the detectors keep evolving in ``ml``;
-- the Isolation Forest's trees are re-laid at load time (:mod:`serving.forest`) into one
-  flat node table whose leaves loop on themselves, so a traversal step is five ``take``
-  calls with no leaf test, and a 10,000-row batch does not build (trees × rows) temporaries
-  of fancy indices.
+- :class:`PlanScorer` runs an :class:`ml.compiled.FleetPlan`, the fitted Isolation-Forest
+  fleet as plain arrays (features from running sums, the forest as complete binary trees,
+  calibration, alarm rules, severity bands). It needs numpy only, so the service can run
+  it without importing scikit-learn, pandas or MLflow; a plan is only ever built after it
+  scored a probe stream exactly as ``FleetModel.score`` (``ml.compiled.check_plan``).
+- :class:`ArrayFleetScorer` serves every other fleet (another family, an alarm rule the plan
+  does not know) through the model's own numpy entry points ``score_segment``,
+  ``calibrate`` and ``apply_array``, the very pieces ``FleetModel.score`` uses.
 
-The scorer owns its state (the model object's own buffer is left untouched), so a swap
-starts the new model with fresh history exactly as ``FleetScorer`` did.
+Both keep per-host feature state (the last rows each host's detector needs as context, and
+its alarm state) of their own, so a swap starts the new model with fresh history, and a
+unit test holds both equal to ``FleetModel.score`` row by row and batch by batch.
 """
 
 from __future__ import annotations
@@ -27,12 +21,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from serving.schema import Batch, ScoreOutput
 from smartcloudops.errors import ModelError
+
+if TYPE_CHECKING:
+    from ml.compiled import FleetPlan, HostState
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -47,8 +44,62 @@ class _HostState:
 
 def batch_nanos(batch: Batch) -> np.ndarray:
     """int64 epoch nanoseconds (UTC) of the batch's timestamps, exact to the microsecond."""
+    if batch.nanos is not None:
+        return batch.nanos
     micros = [(ts - _EPOCH) // _MICRO for ts in batch.timestamps]
     return np.asarray(micros, dtype=np.int64) * 1000
+
+
+@dataclass(eq=False)
+class PlanScorer:
+    """Scores through an :class:`ml.compiled.FleetPlan`; same results as ``FleetModel.score``."""
+
+    plan: FleetPlan
+    version: str
+    run_id: str | None = None
+    source: str = ""
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __post_init__(self) -> None:
+        self.metrics: tuple[str, ...] = self.plan.metrics
+        self._lock = threading.Lock()
+        self._state: dict[str, HostState] = {}
+
+    def score(self, batch: Batch) -> ScoreOutput:
+        return self._score(batch, stateful=True)
+
+    def check(self, batch: Batch) -> ScoreOutput:
+        return self._score(batch, stateful=False)
+
+    def _score(self, batch: Batch, *, stateful: bool) -> ScoreOutput:
+        try:
+            values = _columns(batch, self.metrics)
+            ts = batch_nanos(batch)
+            if stateful:
+                with self._lock:
+                    out = self.plan.score(batch.hosts, ts, values, self._state)
+            else:
+                out = self.plan.score(batch.hosts, ts, values, None)
+        except Exception as exc:  # any failure inside the model is the model's, not the request's
+            raise ModelError(f"model {self.version} failed to score: {exc}") from exc
+        return ScoreOutput(
+            scores=out.scores,
+            anomaly=out.anomaly,
+            severity=out.severity,
+            contribution_matrix=out.contributions,
+            contribution_metrics=self.metrics,
+        )
+
+
+def _columns(batch: Batch, metrics: tuple[str, ...]) -> np.ndarray:
+    """The batch's values in the model's metric order (NaN for a metric never sent)."""
+    if batch.metrics == metrics:
+        return batch.values
+    out = np.full((len(batch), len(metrics)), np.nan)
+    for j, metric in enumerate(metrics):
+        if metric in batch.metrics:
+            out[:, j] = batch.values[:, batch.metrics.index(metric)]
+    return out
 
 
 def supports(model: Any) -> bool:
@@ -68,7 +119,8 @@ def supports(model: Any) -> bool:
 
 @dataclass(eq=False)
 class ArrayFleetScorer:
-    """Scores a fitted FleetModel on numpy arrays; same results as ``FleetModel.score``."""
+    """Scores any fitted FleetModel through its detectors' numpy entry points; same results
+    as ``FleetModel.score``."""
 
     model: Any  # ml.fleet.FleetModel
     version: str
@@ -94,16 +146,6 @@ class ArrayFleetScorer:
             host: max(int(det.required_context()), 1) for host, det in self.model.detectors_.items()
         }
         self._fallback_keep = max(int(self.model.fallback_.required_context()), 1)
-        from serving.forest import accelerate
-
-        accelerate(self.model)
-        # One-row plans for the detectors that have one and pass its load-time self-check.
-        self._plans: dict[int, _ForestRowPlan] = {}
-        for det in [*self.model.detectors_.values(), self.model.fallback_]:
-            if id(det) not in self._plans:
-                plan = _ForestRowPlan.build(det)
-                if plan is not None:
-                    self._plans[id(det)] = plan
 
     # -- Scorer protocol -------------------------------------------------------------------
     def score(self, batch: Batch) -> ScoreOutput:
@@ -113,20 +155,11 @@ class ArrayFleetScorer:
         return self._score(batch, stateful=False)
 
     # -- work ------------------------------------------------------------------------------
-    def _columns(self, batch: Batch) -> np.ndarray:
-        if batch.metrics == self.metrics:
-            return batch.values
-        out = np.full((len(batch), len(self.metrics)), np.nan)
-        for j, metric in enumerate(self.metrics):
-            if metric in batch.metrics:
-                out[:, j] = batch.values[:, batch.metrics.index(metric)]
-        return out
-
     def _score(self, batch: Batch, *, stateful: bool) -> ScoreOutput:
         n = len(batch)
         m = len(self.metrics)
         try:
-            values = self._columns(batch)
+            values = _columns(batch, self.metrics)
             ts = batch_nanos(batch)
             scores = np.zeros(n)
             alarms = np.zeros(n, dtype=bool)
@@ -146,7 +179,8 @@ class ArrayFleetScorer:
             scores=scores,
             anomaly=alarms,
             severity=self._severities(scores, alarms),
-            contributions=self._contributions(contrib),
+            contribution_matrix=contrib,
+            contribution_metrics=self.metrics,
         )
 
     def _score_host(
@@ -170,8 +204,7 @@ class ArrayFleetScorer:
             values=np.vstack([ctx_values, values]) if k else values,
             positions=positions,
         )
-        plan = self._plans.get(id(det)) if len(ts) == 1 else None
-        raw, contrib = plan.score_last(segment) if plan is not None else det.score_segment(segment)
+        raw, contrib = det.score_segment(segment)
         calibrated = det.calibrate(raw)
         flags = calibrated >= self._line
         keys = np.argmax(contrib, axis=1) if contrib.shape[1] > 1 else None
@@ -203,12 +236,6 @@ class ArrayFleetScorer:
             out[i] = str(level) if level is not None else "low"
         return out
 
-    def _contributions(self, contrib: np.ndarray) -> list[dict[str, float]]:
-        metrics = self.metrics
-        # Four decimals like FleetModel.score; np.round (scale, rint, unscale) may differ from
-        # round() by one unit in the 4th decimal on exact ties, and is 5x faster on a batch.
-        return [dict(zip(metrics, row, strict=True)) for row in np.round(contrib, 4).tolist()]
-
 
 def _group(hosts: list[str]) -> dict[str, np.ndarray]:
     """Row indices per host, hosts in first-seen order."""
@@ -218,110 +245,6 @@ def _group(hosts: list[str]) -> dict[str, np.ndarray]:
     for i, host in enumerate(hosts):
         groups.setdefault(host, []).append(i)
     return {host: np.asarray(rows, dtype=np.intp) for host, rows in groups.items()}
-
-
-class _ForestRowPlan:
-    """``IsolationForestDetector.score_segment`` for a segment's last row, computed directly.
-
-    One live row needs its features only, not the features of the hour of context before
-    it: value, first difference, deviation from the mean and the spread of the previous
-    ``window`` rows (once half a window exists), time of day; then the forest and the
-    per-metric robust z contributions. That is a dozen numpy calls instead of the detector's
-    batch machinery (about 0.3 ms a row). It reads the detector's fitted attributes, so
-    :meth:`build` checks it against ``score_segment`` on probe segments at load time and
-    returns None (the generic path serves) if anything differs: a detector changed in ``ml``
-    can never be scored wrongly here, only more slowly.
-    """
-
-    def __init__(self, det: Any) -> None:
-        from ml.features import DAY_NS, PER_METRIC_FEATURES
-
-        if tuple(PER_METRIC_FEATURES) != ("value", "diff", "dev", "std"):
-            raise ValueError(f"unknown feature layout {PER_METRIC_FEATURES}")
-        self.day_ns = DAY_NS
-        self.window = int(det.window_rows_)
-        self.warmup = max(2, self.window // 2)
-        self.fill = np.asarray(det.fill_values_, dtype=np.float64)
-        self.feature_fill = np.asarray(det.feature_fill_, dtype=np.float64)
-        self.center = np.asarray(det.feature_center_, dtype=np.float64)
-        self.scale = np.asarray(det.feature_scale_, dtype=np.float64)
-        self.forest = det.forest_
-        self.m = len(det.metrics_)
-        if self.feature_fill.shape != (4 * self.m + 2,):
-            raise ValueError("feature count differs from 4 per metric + time of day")
-
-    @classmethod
-    def build(cls, det: Any) -> _ForestRowPlan | None:
-        if type(det).__name__ != "IsolationForestDetector":
-            return None
-        try:
-            plan = cls(det)
-            plan._self_check(det)
-        except Exception as exc:  # noqa: BLE001 - any mismatch means: use the generic path
-            import logging
-
-            logging.getLogger("serving.fast").warning(
-                "one-row fast path off for %s: %s", type(det).__name__, exc
-            )
-            return None
-        return plan
-
-    def _self_check(self, det: Any) -> None:
-        from ml.detectors.base import Segment
-
-        rng = np.random.default_rng(0)
-        step = 60 * 10**9
-        base = np.where(self.fill != 0, self.fill, 1.0)
-        for n in sorted(
-            {1, 2, 3, self.warmup, self.warmup + 1, self.window, self.window + 1, self.window + 2}
-        ):
-            values = base * (1 + rng.normal(0, 0.1, (n, self.m)))
-            values[rng.random((n, self.m)) < 0.1] = np.nan
-            values[-1, 0] = base[0] * 5  # an outlier, so contributions are not all zero
-            ts = np.arange(n, dtype=np.int64) * step + 1_700_000_000 * 10**9
-            positions = np.full(n, -1)
-            positions[-1] = 0
-            segment = Segment(key="check", timestamps=ts, values=values, positions=positions)
-            want_raw, want_contrib = det.score_segment(segment)
-            got_raw, got_contrib = self.score_last(segment)
-            if not (np.allclose(got_raw, want_raw, rtol=0, atol=1e-9)
-                    and np.allclose(got_contrib, want_contrib, rtol=0, atol=1e-9)):  # fmt: skip
-                raise ValueError(f"self-check differs from score_segment on {n} rows")
-
-    def score_last(self, segment: Any) -> tuple[np.ndarray, np.ndarray]:
-        values = segment.values[-(self.window + 1) :]
-        if np.isnan(values).any():
-            values = _impute(segment.values, self.fill)[-(self.window + 1) :]
-        n = len(values)
-        x = values[-1]
-        diff = x - values[-2] if n > 1 else np.full(self.m, np.nan)
-        prev = values[max(0, n - 1 - self.window) : n - 1]
-        if len(prev) >= self.warmup:
-            dev = x - prev.mean(axis=0)
-            std = prev.std(axis=0)
-        else:
-            dev = std = np.full(self.m, np.nan)
-        phase = 2.0 * np.pi * (int(segment.timestamps[-1]) % self.day_ns) / self.day_ns
-        feats = np.empty(4 * self.m + 2)
-        per_metric = feats[: 4 * self.m].reshape(self.m, 4)
-        per_metric[:, 0], per_metric[:, 1], per_metric[:, 2], per_metric[:, 3] = x, diff, dev, std
-        feats[-2], feats[-1] = np.sin(phase), np.cos(phase)
-        feats = np.where(np.isnan(feats), self.feature_fill, feats)
-        raw = self.forest.anomaly_score(feats[None, :])
-        z = np.abs(feats - self.center) / self.scale
-        contrib = z[: 4 * self.m].reshape(self.m, 4).max(axis=1)
-        total = contrib.sum()
-        normalised = contrib / total if total > 0 else np.zeros(self.m)
-        return raw, normalised[None, :]
-
-
-def _impute(values: np.ndarray, fill: np.ndarray) -> np.ndarray:
-    """Forward fill within the segment, then the training medians (as BaseDetector does)."""
-    mask = np.isnan(values)
-    idx = np.where(~mask, np.arange(len(values))[:, None], 0)
-    np.maximum.accumulate(idx, axis=0, out=idx)
-    filled = values[idx, np.arange(values.shape[1])]
-    return np.where(np.isnan(filled), fill[None, :], filled)
 
 
 class _AlarmRowPlan:

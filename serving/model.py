@@ -18,10 +18,19 @@ Three pieces, each replaceable on its own:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import inspect
+import json
 import logging
 import math
+import os
+import pickle
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from serving.schema import Batch, ScoreOutput
-from smartcloudops.domain import CANONICAL_METRICS, Severity
+from serving.schema import CANONICAL_METRICS, Batch, ScoreOutput
 from smartcloudops.errors import ModelError
 
 if TYPE_CHECKING:
@@ -44,6 +52,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger("serving.model")
 
 CHAMPION_ALIAS = "champion"
+#: Longest a loader process may take to load and compile a model.
+LOADER_TIMEOUT_SECONDS = 600.0
+#: A registry only a loader process can ask (not HTTP, not SQLite) is asked at most this often.
+SLOW_RESOLVE_SECONDS = 60.0
 #: Longest wait before the poller retries a model version that failed to load.
 MAX_RETRY_SECONDS = 300.0
 
@@ -81,6 +93,8 @@ class Loaded:
     version: str | int
     run_id: str | None = None
     event_f1: float | None = None
+    #: False: the loader already tried to compile this FleetModel to a plan and could not.
+    compile: bool = True
 
 
 class ModelSource(Protocol):
@@ -100,19 +114,90 @@ class ModelSource(Protocol):
 
 
 class ChampionSource:
-    """Follows a registry alias (``champion``) through ``ml.tracking``."""
+    """Follows a registry alias (``champion``).
 
-    def __init__(self, tracking_uri: str, registered_model: str, alias: str = CHAMPION_ALIAS) -> None:
+    ``isolated`` (the default): nothing of MLflow or ``ml`` is imported here. ``resolve``
+    asks the registry directly and cheaply: MLflow's REST API for an ``http(s)`` tracking
+    URI, a read-only query of the alias table for SQLite (only when the database file
+    changed since the last answer); any other store through a loader process, at most every
+    :data:`SLOW_RESOLVE_SECONDS`. ``load`` runs :mod:`serving.loader` in a short-lived
+    process that returns the model compiled to plain arrays, so the service never holds
+    MLflow, pandas or scikit-learn for an Isolation-Forest model. ``isolated=False`` does
+    both in this process through ``ml.tracking`` (what the loader process itself uses).
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        registered_model: str,
+        alias: str = CHAMPION_ALIAS,
+        *,
+        isolated: bool = True,
+        loader_timeout: float = LOADER_TIMEOUT_SECONDS,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.registered_model = registered_model
         self.alias = alias
+        self.isolated = isolated
+        self.loader_timeout = loader_timeout
         self._client: Any = None
+        self._gate: tuple[Any, str | ModelError] | None = None  # (store fingerprint, answer)
+        self._slow_until = 0.0
 
     def describe(self) -> str:
         return f"models:/{self.registered_model}@{self.alias}"
 
     def resolve(self) -> str:
         _require_sqlite_file(self.tracking_uri)
+        scheme = self.tracking_uri.partition(":")[0].lower()
+        if scheme in ("http", "https"):
+            return _rest_alias_version(self.tracking_uri, self.registered_model, self.alias)
+        if scheme == "sqlite":
+            found = self._sqlite_resolve()
+            if found is not None:
+                return found
+        if not self.isolated:
+            return self._mlflow_resolve()
+        # Another store (PostgreSQL, a file store): a loader process answers; it imports
+        # MLflow (seconds of CPU), so its answer is reused for a while.
+        if self._gate is not None and time.monotonic() < self._slow_until:
+            return _answer(self._gate[1])
+        try:
+            answer: str | ModelError = _run_loader(
+                ["--tracking-uri", self.tracking_uri, "--model-uri", self.describe(), "--resolve"],
+                self.loader_timeout,
+            ).strip()
+        except ModelError as exc:
+            answer = exc
+        self._gate = (None, answer)
+        self._slow_until = time.monotonic() + SLOW_RESOLVE_SECONDS
+        return _answer(answer)
+
+    def _sqlite_resolve(self) -> str | None:
+        """The alias's version read from the SQLite store, None if the layout is unknown."""
+        path = _sqlite_path(self.tracking_uri)
+        if path is None:
+            return None
+        fingerprint = _file_fingerprint(path)
+        if self._gate is not None and self._gate[0] == fingerprint:
+            return _answer(self._gate[1])
+        answer: str | ModelError
+        try:
+            found = _sqlite_alias_versions(path, self.registered_model, self.alias)
+        except sqlite3.Error:
+            return None  # not the table layout this query knows: ask MLflow instead
+        if len(found) > 1:
+            return None  # several workspaces: MLflow knows which one is ours
+        if found:
+            answer = str(found[0])
+        else:
+            answer = ModelError(
+                f"no {self.alias!r} alias for model {self.registered_model!r} at {self.tracking_uri}"
+            )
+        self._gate = (fingerprint, answer)
+        return _answer(answer)
+
+    def _mlflow_resolve(self) -> str:
         from mlflow.exceptions import MlflowException
 
         try:
@@ -131,23 +216,39 @@ class ChampionSource:
         return str(found.version)
 
     def load(self) -> LoadedModelLike:
-        from ml.tracking import load_champion
+        if self.isolated:
+            return load_in_loader_process(self.tracking_uri, self.describe(), self.loader_timeout)
+        from ml.tracking import load_version
 
-        loaded: LoadedModelLike = load_champion(self.tracking_uri, self.registered_model)
+        loaded: LoadedModelLike = load_version(self.tracking_uri, self.registered_model, self.alias)
         return loaded
 
 
 class UriSource:
     """One fixed model URI (``models:/name/3``, ``runs:/<id>/model``): loaded once.
 
-    ``models:/name@alias`` URIs are followed like :class:`ChampionSource`.
+    ``models:/name@alias`` URIs are followed like :class:`ChampionSource`; ``isolated`` as
+    there.
     """
 
-    def __init__(self, model_uri: str, tracking_uri: str) -> None:
+    def __init__(
+        self,
+        model_uri: str,
+        tracking_uri: str,
+        *,
+        isolated: bool = True,
+        loader_timeout: float = LOADER_TIMEOUT_SECONDS,
+    ) -> None:
         self.model_uri = model_uri
         self.tracking_uri = tracking_uri
+        self.isolated = isolated
+        self.loader_timeout = loader_timeout
         alias = _alias_of(model_uri)
-        self._alias_source = ChampionSource(tracking_uri, alias[0], alias[1]) if alias else None
+        self._alias_source = (
+            ChampionSource(tracking_uri, alias[0], alias[1], isolated=isolated, loader_timeout=loader_timeout)
+            if alias
+            else None
+        )
 
     def describe(self) -> str:
         return self.model_uri
@@ -159,12 +260,141 @@ class UriSource:
 
     def load(self) -> LoadedModelLike:
         if self._alias_source is not None:
-            from ml.tracking import load_version
-
-            name, alias = self._alias_source.registered_model, self._alias_source.alias
-            loaded: LoadedModelLike = load_version(self.tracking_uri, name, alias)
-            return loaded
+            return self._alias_source.load()
+        if self.isolated:
+            return load_in_loader_process(self.tracking_uri, self.model_uri, self.loader_timeout)
         return _load_pyfunc_fleet(self.model_uri, self.tracking_uri)
+
+
+def _answer(answer: str | ModelError) -> str:
+    if isinstance(answer, ModelError):
+        raise answer
+    return answer
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    path = tracking_uri.removeprefix("sqlite:///").partition("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _file_fingerprint(path: Path) -> tuple[tuple[int, int, int], ...]:
+    """Changes whenever the database does (its write-ahead log included, if any)."""
+    out = []
+    for candidate in (path, path.with_name(path.name + "-wal")):
+        try:
+            st = candidate.stat()
+        except FileNotFoundError:
+            continue
+        out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def _sqlite_alias_versions(path: Path, name: str, alias: str) -> list[int]:
+    # Read-only, so a store being created or migrated by training is never written here.
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5.0)) as conn:
+        rows = conn.execute(
+            "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", (name, alias)
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def _rest_alias_version(tracking_uri: str, name: str, alias: str) -> str:
+    """MLflow's REST API: ``GET /api/2.0/mlflow/registered-models/alias``."""
+    import httpx
+
+    url = tracking_uri.rstrip("/") + "/api/2.0/mlflow/registered-models/alias"
+    auth: Any = None
+    headers = {}
+    if token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = f"Bearer {token}"
+    elif user := os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        auth = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+    timeout = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"))
+    try:
+        response = httpx.get(
+            url, params={"name": name, "alias": alias}, headers=headers, auth=auth, timeout=timeout
+        )
+    except httpx.HTTPError as exc:
+        raise ModelError(f"cannot reach the MLflow registry at {tracking_uri}: {exc}") from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code == 200:
+        try:
+            return str(body["model_version"]["version"])
+        except (KeyError, TypeError) as exc:
+            raise ModelError(f"unexpected answer from the MLflow registry at {tracking_uri}") from exc
+    message = body.get("message") if isinstance(body, dict) else None
+    if response.status_code in (400, 404):
+        raise ModelError(
+            f"no {alias!r} alias for model {name!r} at {tracking_uri}: {message or response.text[:200]}"
+        )
+    raise ModelError(
+        f"the MLflow registry at {tracking_uri} answered {response.status_code}: {message or ''}"
+    )
+
+
+def load_in_loader_process(tracking_uri: str, model_uri: str, timeout: float) -> Loaded:
+    """Run :mod:`serving.loader` for ``model_uri`` and read what it wrote.
+
+    A compiled plan needs numpy only; a pickled FleetModel (a model the plan cannot express)
+    brings ``ml`` into this process, still not MLflow.
+    """
+    from serving.loader import META, PICKLE
+
+    work = Path(tempfile.mkdtemp(prefix="smartcloudops-model-"))
+    try:
+        _run_loader(["--tracking-uri", tracking_uri, "--model-uri", model_uri, "--out", str(work)], timeout)
+        try:
+            meta = json.loads((work / META).read_text())
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"the model loader wrote no usable {META}: {exc}") from exc
+        model: Any
+        if meta.get("form") == "plan":
+            from ml.compiled import FleetPlan
+
+            model = FleetPlan.load(work)
+        else:
+            with (work / PICKLE).open("rb") as fh:
+                # Written by our own loader process into a directory private to this call.
+                model = pickle.load(fh)  # noqa: S301  # nosec B301
+        run_id = meta.get("run_id")
+        return Loaded(
+            model=model, version=str(meta["version"]), run_id=str(run_id) if run_id else None, compile=False
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_loader(args: list[str], timeout: float) -> str:
+    """``python -m serving.loader ARGS``; its stdout, or a ModelError with its last words."""
+    env = dict(os.environ)
+    env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # NOTES.md: MLflow import deadlock
+    # The loader must import whatever this process could (the model's pickle may name any
+    # module on our path), and this package first.
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in (root, *sys.path) if p and Path(p).is_dir()))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "serving.loader", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ModelError(f"the model loader did not finish in {timeout:.0f}s") from exc
+    except OSError as exc:
+        raise ModelError(f"cannot start the model loader: {exc}") from exc
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        if done.returncode != 2:
+            logger.error("model loader failed (exit %s):\n%s", done.returncode, done.stderr[-4000:])
+        raise ModelError(lines[-1] if lines else f"the model loader failed (exit status {done.returncode})")
+    return done.stdout
 
 
 def _load_pyfunc_fleet(model_uri: str, tracking_uri: str) -> Loaded:
@@ -352,6 +582,8 @@ def _flag(value: Any) -> bool:
 
 
 def _severity(value: Any) -> str | None:
+    from smartcloudops.domain import Severity
+
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, Severity):
@@ -377,24 +609,48 @@ def _contributions(value: Any) -> dict[str, float]:
 
 
 def make_scorer(loaded: LoadedModelLike, source: str) -> Scorer:
-    """Build the request-path object for a freshly loaded model (compile here, not per request)."""
+    """Build the request-path object for a freshly loaded model (compile here, not per request).
+
+    ``loaded.model`` may be an :class:`ml.compiled.FleetPlan` (what the loader process
+    writes), a fitted ``ml.fleet.FleetModel`` (compiled to a plan here when it can be,
+    checked against its own ``score`` first) or anything with ``score(frame)``.
+    """
     model = loaded.model
+    from ml.compiled import FleetPlan  # numpy only
     from serving import fast
 
+    version, run_id = str(loaded.version), loaded.run_id
+    if isinstance(model, FleetPlan):
+        return fast.PlanScorer(plan=model, version=version, run_id=run_id, source=source)
     if fast.supports(model):
-        # The fast path: numpy arrays end to end, forest re-laid flat (serving.fast).
-        return fast.ArrayFleetScorer(
-            model=model, version=str(loaded.version), run_id=loaded.run_id, source=source
-        )
+        plan = compiled_plan(model) if getattr(loaded, "compile", True) else None
+        if plan is not None:
+            return fast.PlanScorer(plan=plan, version=version, run_id=run_id, source=source)
+        # numpy arrays end to end through the model's own detectors (serving.fast).
+        return fast.ArrayFleetScorer(model=model, version=version, run_id=run_id, source=source)
     if not isinstance(model, FleetModelLike):
         raise ModelError(f"loaded model {type(model).__name__} has no score(frame) method")
     return FleetScorer(
         model=model,
-        version=str(loaded.version),
-        run_id=loaded.run_id,
+        version=version,
+        run_id=run_id,
         source=source,
         supports_stateless=_takes_keyword(model.score, "stateful"),
     )
+
+
+def compiled_plan(fleet: Any) -> Any:
+    """``fleet`` as an :class:`ml.compiled.FleetPlan` checked equal to ``fleet.score``, or None
+    when it cannot be compiled exactly (then the generic scorer serves it)."""
+    from ml.compiled import NotCompilableError, check_plan, compile_fleet
+
+    try:
+        plan = compile_fleet(fleet)
+        check_plan(plan, fleet)
+    except NotCompilableError as exc:
+        logger.info("model served without a compiled plan: %s", exc)
+        return None
+    return plan
 
 
 def _takes_keyword(function: Callable[..., Any], name: str) -> bool:

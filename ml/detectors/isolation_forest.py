@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from ml.detectors._forest import CompiledForest
+from ml.compiled import CompiledForest
 from ml.detectors.base import BaseDetector, Segment
 from ml.features import PER_METRIC_FEATURES, causal_features, feature_names, rows_for
 from ml.thresholds import QuantileThreshold, Threshold
@@ -86,7 +86,7 @@ class IsolationForestDetector(BaseDetector):
             max_samples=min(self.max_samples, len(matrix)),
             random_state=self.random_state,
         ).fit(matrix)
-        self.forest_ = CompiledForest(self.model_)
+        self.forest_ = CompiledForest.from_sklearn(self.model_)
 
     def _score(self, segment: Segment, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         lo = max(0, start - self.window_rows_ - 1)  # enough history for every feature

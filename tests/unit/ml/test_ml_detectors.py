@@ -168,14 +168,56 @@ def test_rolling_previous_excludes_the_current_row() -> None:
 
 
 @pytest.mark.parametrize("max_features", [1.0, 0.5])
-def test_compiled_forest_matches_sklearn(max_features: float) -> None:
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(500, 6))  # noqa: N806
-    model = IsolationForest(n_estimators=30, max_features=max_features, random_state=0).fit(X)
-    probe = np.vstack([X[:50], rng.normal(scale=4, size=(50, 6))])
-    np.testing.assert_allclose(
-        CompiledForest(model).anomaly_score(probe), -model.score_samples(probe), atol=1e-12
-    )
+@pytest.mark.parametrize("rows", [1, 7, 2500])
+def test_compiled_forest_equals_scikit_learn_score_samples(max_features: float, rows: int) -> None:
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(2000, 9))  # noqa: N806
+    model = IsolationForest(n_estimators=40, max_features=max_features, random_state=1).fit(X)
+    # Outliers, training rows, values exactly on split points and just either side of them
+    # (float32 inputs against float64 thresholds), and rows past one traversal chunk.
+    probe = np.vstack([rng.normal(scale=4.0, size=(rows, 9)), X[:3]])
+    split = model.estimators_[0].tree_.threshold[0]
+    probe[0, :] = split
+    if rows > 1:
+        probe[1, :] = np.nextafter(np.float32(split), np.float32(np.inf))
+    expected = -model.score_samples(probe)
+    assert np.abs(CompiledForest.from_sklearn(model).anomaly_score(probe) - expected).max() <= 1e-9
+
+
+def test_compiled_forest_survives_pickling_and_reads_the_older_padded_layout() -> None:
+    import pickle
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(600, 4))  # noqa: N806
+    model = IsolationForest(n_estimators=12, max_samples=64, random_state=3).fit(X)
+    probe = rng.normal(scale=3.0, size=(50, 4))
+    expected = -model.score_samples(probe)
+    forest = pickle.loads(pickle.dumps(CompiledForest.from_sklearn(model)))
+    assert np.abs(forest.anomaly_score(probe) - expected).max() <= 1e-9
+    # Detectors pickled before the complete-tree layout hold (trees x nodes) padded arrays.
+    trees = [est.tree_ for est in model.estimators_]
+    width = max(t.node_count for t in trees)
+    legacy = {
+        "left": np.full((len(trees), width), -1), "right": np.full((len(trees), width), -1),
+        "feature": np.zeros((len(trees), width), dtype=int), "threshold": np.zeros((len(trees), width)),
+        "leaf_value": np.zeros((len(trees), width)), "max_depth": max(t.max_depth for t in trees),
+        "denominator": forest.denominator,
+    }  # fmt: skip
+    for i, tree in enumerate(trees):
+        k = tree.node_count
+        legacy["left"][i, :k], legacy["right"][i, :k] = tree.children_left, tree.children_right
+        legacy["feature"][i, :k] = np.where(tree.feature >= 0, tree.feature, 0)
+        legacy["threshold"][i, :k] = tree.threshold
+        legacy["leaf_value"][i, :k] = forest_leaf_values(tree)
+    old = CompiledForest.__new__(CompiledForest)
+    old.__setstate__(legacy)
+    assert np.abs(old.anomaly_score(probe) - expected).max() <= 1e-9
+
+
+def forest_leaf_values(tree: object) -> np.ndarray:
+    from ml.compiled import average_path_length
+
+    return tree.compute_node_depths() + average_path_length(tree.n_node_samples) - 1.0  # type: ignore[attr-defined]
 
 
 def test_quantile_threshold_calibration() -> None:

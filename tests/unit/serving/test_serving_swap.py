@@ -37,12 +37,15 @@ def test_swaps_under_concurrent_load_fail_no_request(
     server = live_server(app)
 
     stop = threading.Event()
+    started = threading.Semaphore(0)
     body = {"instances": [{"host": f"h{i}", "metrics": {"cpu": 50.0}} for i in range(5)]}
 
     def hammer(_: int) -> list[tuple[int, set[str], set[float]]]:
-        seen = []
+        seen: list[tuple[int, set[str], set[float]]] = []
         with httpx.Client(base_url=server.url, timeout=10) as client:
             while not stop.is_set():
+                if len(seen) == 1:
+                    started.release()
                 response = client.post("/v1/score", json=body)
                 results = response.json().get("results", []) if response.status_code == 200 else []
                 seen.append(
@@ -56,6 +59,9 @@ def test_swaps_under_concurrent_load_fail_no_request(
 
     with ThreadPoolExecutor(CLIENTS) as pool:
         futures = [pool.submit(hammer, i) for i in range(CLIENTS)]
+        # Swap only once every client is under way (starting a client is slow on a busy box).
+        for _ in range(CLIENTS):
+            assert started.acquire(timeout=60)
         for version in range(2, SWAPS + 2):
             time.sleep(0.03)
             source.version = str(version)
