@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import platform
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -158,41 +158,89 @@ class FleetModel:
 
         ``wide``: columns ``timestamp, host, <metrics>`` (one row per host and timestamp).
         ``y``: optional bool per row marking known-anomalous rows (kept out of fitting).
+
+        The same as fitting the parts separately (:meth:`training_metrics`,
+        :meth:`fit_host`, :meth:`fit_pooled`) and joining them with :meth:`assemble`, which
+        is how the ``train_validate_deploy`` DAG spreads one model over many tasks.
         """
         frame = _check_frame(wide, "training data")
         if frame.empty:
             raise InputError("training data is empty")
-        self.metrics_ = list(self.requested_metrics or _infer_metrics(frame))
-        if not self.metrics_:
-            raise InputError("training data has no metric columns with values")
-        known = None if y is None else np.asarray(y, dtype=bool).ravel()
-        if known is not None and len(known) != len(frame):
-            raise InputError(f"y has {len(known)} rows but the training data has {len(frame)}")
-        template = clone(self.detector).set_params(metrics=self.metrics_)
+        metrics = self.training_metrics(frame)
+        known = _known_rows(y, len(frame), "training data")
         hosts = frame["host"].astype(str).to_numpy()
-        self.detectors_: dict[str, BaseDetector] = {}
-        skipped: list[str] = []
+        detectors: dict[str, BaseDetector | None] = {}
         for host in pd.unique(hosts):
             rows = hosts == host
-            part = frame.loc[rows, ["timestamp", *self.metrics_]]
-            if rows.sum() < self.min_host_rows:
-                skipped.append(str(host))
-                continue
-            try:
-                self.detectors_[str(host)] = clone(template).fit(part, None if known is None else known[rows])
-            except InputError:
-                # A host whose own data cannot train a model (e.g. a metric never reported)
-                # is served by the pooled fallback rather than failing the whole fleet.
-                skipped.append(str(host))
-        if len(self.detectors_) == 1 and not skipped:
-            self.fallback_ = next(iter(self.detectors_.values()))
+            detectors[str(host)] = self.fit_host(
+                frame.loc[rows], None if known is None else known[rows], metrics
+            )
+        fitted = [d for d in detectors.values() if d is not None]
+        # A one-host fleet needs no pooled fit: its host detector is the fallback (assemble).
+        pooled = None if len(fitted) == len(detectors) == 1 else self.fit_pooled(frame, known, metrics)
+        return self.assemble(detectors, pooled, metrics=metrics, training_span=training_span(frame))
+
+    def training_metrics(self, wide: pd.DataFrame) -> list[str]:
+        """The metrics a fit on ``wide`` (the whole fleet's training rows) uses."""
+        frame = _check_frame(wide, "training data")
+        metrics = list(self.requested_metrics or _infer_metrics(frame))
+        if not metrics:
+            raise InputError("training data has no metric columns with values")
+        return metrics
+
+    def _template(self, metrics: Sequence[str]) -> BaseDetector:
+        return clone(self.detector).set_params(metrics=list(metrics))
+
+    def fit_host(self, part: pd.DataFrame, y: Any, metrics: Sequence[str]) -> BaseDetector | None:
+        """One host's detector, fitted on that host's rows; None when the host is skipped.
+
+        Skipped: fewer than ``min_host_rows`` rows, or data that cannot train a model (e.g. a
+        metric never reported); the pooled fallback then serves the host.
+        """
+        frame = _check_frame(part, "host training data")
+        if len(frame) < self.min_host_rows:
+            return None
+        known = _known_rows(y, len(frame), "host training data")
+        try:
+            return self._template(metrics).fit(frame.loc[:, ["timestamp", *metrics]], known)
+        except InputError:
+            # One host that cannot train must not fail the whole fleet.
+            return None
+
+    def fit_pooled(self, wide: pd.DataFrame, y: Any, metrics: Sequence[str]) -> BaseDetector:
+        """The fleet-wide fallback detector, fitted on every host's rows pooled."""
+        frame = _check_frame(wide, "training data")
+        known = _known_rows(y, len(frame), "training data")
+        return self._template(metrics).fit(frame.loc[:, ["timestamp", "host", *metrics]], known)
+
+    def assemble(
+        self,
+        detectors: Mapping[str, BaseDetector | None],
+        pooled: BaseDetector | None,
+        *,
+        metrics: Sequence[str],
+        training_span: TrainingSpan,
+    ) -> Self:
+        """Make this (unfitted) model a fitted one from separately fitted parts.
+
+        ``detectors``: host -> its :meth:`fit_host` result (None: skipped). ``pooled``: the
+        :meth:`fit_pooled` result; not needed when exactly one host was fitted and none
+        skipped (that host's detector is then the fallback, as in :meth:`fit`).
+        ``training_span``: :func:`training_span` of the fleet's training rows.
+        """
+        fitted = {str(h): d for h, d in detectors.items() if d is not None}
+        skipped = [str(h) for h, d in detectors.items() if d is None]
+        if len(fitted) == 1 and not skipped:
+            fallback = next(iter(fitted.values()))
+        elif pooled is None:
+            raise InputError(f"fleet model {self.name!r} needs the pooled fallback detector")
         else:
-            self.fallback_ = clone(template).fit(frame[["timestamp", "host", *self.metrics_]], known)
+            fallback = pooled
+        self.metrics_ = list(metrics)
+        self.detectors_: dict[str, BaseDetector] = fitted
+        self.fallback_ = fallback
         self.skipped_hosts_ = skipped
-        ts = pd.to_datetime(frame["timestamp"], utc=True)
-        self.train_start_ = ts.min().isoformat()
-        self.train_end_ = ts.max().isoformat()
-        self.n_train_rows_ = len(frame)
+        self.train_start_, self.train_end_, self.n_train_rows_ = training_span
         self.fitted_at_ = datetime.now(UTC).isoformat()
         self.reset_state()
         return self
@@ -221,9 +269,7 @@ class FleetModel:
         if frame.empty:
             return
         if score:
-            known = None if y is None else np.asarray(y, dtype=bool).ravel()
-            if known is not None and len(known) != len(frame):
-                raise InputError(f"y has {len(known)} rows but the history has {len(frame)}")
+            known = _known_rows(y, len(frame), "history")
             self.reset_state()
             self._score_frame(frame, stateful=True, known=known)
             return
@@ -318,6 +364,22 @@ class FleetModel:
                 alarm=new_alarm_state,
             )
         return calibrated, alarms, contrib
+
+
+#: ``(first timestamp, last timestamp, rows)`` of a training frame (ISO strings, UTC).
+TrainingSpan = tuple[str, str, int]
+
+
+def training_span(wide: pd.DataFrame) -> TrainingSpan:
+    ts = pd.to_datetime(_check_frame(wide, "training data")["timestamp"], utc=True)
+    return ts.min().isoformat(), ts.max().isoformat(), len(ts)
+
+
+def _known_rows(y: Any, rows: int, what: str) -> np.ndarray | None:
+    known = None if y is None else np.asarray(y, dtype=bool).ravel()
+    if known is not None and len(known) != rows:
+        raise InputError(f"y has {len(known)} rows but the {what} has {rows}")
+    return known
 
 
 def _check_frame(wide: Any, what: str) -> pd.DataFrame:

@@ -2,40 +2,56 @@
 
 Each step reads settings itself (``get_settings()``, or a ``settings`` argument in tests), is
 keyed on the data interval, and hands the next step a *path* or a small dict — never data.
+Every file is written atomically under the dataset directory, so re-running a step for the
+same interval replaces its files and never duplicates them.
 
 1. :func:`prepare_dataset` — ``train_days`` of history ending at the interval end, from the
    metric store; hours the store lacks are read from the metric source. Written to
-   ``<home>/datasets/<end>/`` (history.parquet + manifest.json), replaced on re-runs.
-2. :func:`write_labels` — the label windows for the same range (the simulator's incidents,
-   or an existing labels file when metrics come from a real Prometheus).
-3. :func:`train_and_log` — one candidate: split (last :data:`VALIDATION_FRACTION` of the
-   time span validates; without any label there, anomalies are injected into those held-back
-   rows, see :func:`validation_data`), fit, evaluate, log an MLflow run, register a version.
-4. :func:`promote_best` — the best candidate (passes the gate, then event-F1, then fewer
+   ``<home>/datasets/<end>/`` (history.parquet + manifest.json).
+2. :func:`write_labels` — the label windows for the same range: the simulator's incidents
+   (or an existing labels file when metrics come from a real Prometheus) united with the
+   incidents operators confirmed (:func:`smartcloudops.labels.operator_windows`).
+3. :func:`prepare_split` — the split every candidate sees (the last
+   :data:`VALIDATION_FRACTION` of the time span validates; without any label there,
+   anomalies are injected into those held-back rows), written to ``split/``; returns the
+   fit keys: the training hosts plus :data:`POOLED`.
+4. :func:`fit_part` — one detector of one candidate: a host's own, or the pooled fallback,
+   pickled to ``models/<candidate>/<key>.pkl``. The DAG maps it over candidate × key.
+5. :func:`evaluate_and_log` — one candidate: assemble its :class:`~ml.fleet.FleetModel` from
+   the parts, evaluate, log an MLflow run, register a version (or find the run and version an
+   earlier attempt logged for the very same model and data: a rerun adds no duplicate).
+   :func:`train_and_log` runs 4 and 5 for one candidate in this process (the CLI, the bench).
+6. :func:`promote_best` — the best candidate (passes the gate, then event-F1, then fewer
    false positives per day) goes to :func:`ml.tracking.promote`; the current champion is
    re-evaluated on this dataset's validation data first, so the comparison is like for like.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 
-from ml.evaluation import gate_passed
+from ml.evaluation import gate_passed, parse_windows
+from ml.fleet import training_span
 from ml.training import (
     CANDIDATES,
+    evaluate_candidate,
     evaluate_model,
     host_windows,
     in_windows,
     inject_validation,
+    make_candidate,
     split_history,
-    train_candidate,
 )
 from smartcloudops.domain import normalize_long
 from smartcloudops.errors import InputError, ModelError
@@ -47,6 +63,12 @@ VALIDATION_FRACTION = 0.3
 _HISTORY = "history.parquet"
 _LABELS = "labels.json"
 _MANIFEST = "manifest.json"
+_SPLIT = "split"
+_MODELS = "models"
+
+#: The fit key of a candidate's fleet-wide fallback detector (beside one key per host). Not
+#: a valid Prometheus instance or simulator host name, so it cannot clash with a host.
+POOLED = "(pooled)"
 
 
 def _utc(moment: datetime) -> datetime:
@@ -139,26 +161,55 @@ def _manifest(path: Path) -> dict[str, Any]:
     return data
 
 
-def write_labels(dataset_path: str, *, settings: Settings | None = None) -> str:
-    """Write the dataset's label windows (NAB format, ``host/metric``); return their path.
+def _unite(*sources: Mapping[str, Sequence[Sequence[str]]]) -> dict[str, list[list[str]]]:
+    """NAB windows of several sources, per key, without repeating a window."""
+    out: dict[str, list[list[str]]] = {}
+    for windows in sources:
+        for key, wins in windows.items():
+            merged = out.setdefault(str(key), [])
+            for win in wins:
+                pair = [str(win[0]), str(win[1])]
+                if pair not in merged:
+                    merged.append(pair)
+    return {key: sorted(wins) for key, wins in out.items()}
 
-    Labels come from the simulator's incidents (also written to ``settings.labels_file`` for
-    the other components); with a real Prometheus an existing labels file is used as is.
+
+def write_labels(dataset_path: str, *, settings: Settings | None = None) -> str:
+    """Write the dataset's label windows (NAB format); return their path.
+
+    The union of the simulator's incidents (keys ``host/metric``, also written to
+    ``settings.labels_file`` for the other components) and the incidents operators confirmed
+    (keys ``host``: the whole host). With a real Prometheus the simulator knows nothing of the
+    hosts: an existing labels file is used instead, else operator labels alone. The manifest
+    records how many windows came from each source (``label_windows``).
     """
+    from smartcloudops.labels import operator_windows
+
     settings = settings or get_settings()
     path = Path(dataset_path)
     manifest = _manifest(path)
     start, end = datetime.fromisoformat(manifest["start"]), datetime.fromisoformat(manifest["end"])
-    if settings.prometheus_url and settings.labels_file.exists():
-        labels = json.loads(settings.labels_file.read_text())
+    if settings.prometheus_url:
+        origin = "labels_file" if settings.labels_file.exists() else "none"
+        base = json.loads(settings.labels_file.read_text()) if origin == "labels_file" else {}
     else:
         from smartcloudops.simulator import FleetSimulator
 
+        origin = "simulator"
         sim = FleetSimulator.from_settings(settings)
         sim.write_labels(start, end, settings.labels_file)
-        labels = json.loads(settings.labels_file.read_text())
+        base = json.loads(settings.labels_file.read_text())
+    operator = operator_windows(settings, start=start, end=end)
+    parse_windows(operator)  # a malformed operator window fails here, naming its series
+    labels = _unite(base, operator)
     target = path / _LABELS
     _write_atomic(target, json.dumps(labels, indent=1, sort_keys=True).encode())
+    manifest["label_windows"] = {
+        "source": origin,
+        "source_windows": sum(len(v) for v in base.values()),
+        "operator_windows": sum(len(v) for v in operator.values()),
+    }
+    _write_atomic(path / _MANIFEST, json.dumps(manifest, indent=1).encode())
     return str(target)
 
 
@@ -176,57 +227,249 @@ def candidate_names() -> list[str]:
     return list(CANDIDATES)
 
 
+# -- the split every candidate sees ----------------------------------------------------------
+def _sha256(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes() if path.exists() else b"<none>")
+    return digest.hexdigest()
+
+
+def _split_inputs(path: Path) -> str:
+    """Fingerprint of what the split is made of (history, labels, manifest)."""
+    return _sha256(path / _HISTORY, path / _LABELS, path / _MANIFEST)[:16]
+
+
+def prepare_split(dataset_path: str) -> list[str]:
+    """Split the dataset as every candidate sees it, write it to ``split/``; return the fit keys.
+
+    Fit keys: the hosts of the training part, then :data:`POOLED`. When no labelled window
+    of a validation host overlaps the validation period (metrics from a real Prometheus and no
+    operator labels yet), anomalies are injected into the held-back validation rows
+    (:func:`ml.training.inject_validation`, seeded by the dataset's interval, so a rerun makes
+    the same rows); the split's manifest then counts them (``injected``).
+    """
+    path = Path(dataset_path)
+    inputs = _split_inputs(path)
+    history, windows, manifest = load_dataset(dataset_path)
+    train, valid = split_history(history, VALIDATION_FRACTION)
+    ts = pd.to_datetime(valid["timestamp"], utc=True)
+    valid_start, valid_end = ts.min(), ts.max()
+    valid_hosts = set(valid["host"].astype(str))
+    labelled = any(
+        start <= valid_end and end >= valid_start
+        for host, wins in host_windows(windows).items()
+        if host in valid_hosts
+        for start, end in wins
+    )
+    injected = 0
+    if not labelled:
+        seed = int(pd.Timestamp(manifest["end"]).timestamp()) % (2**31)
+        valid, extra = inject_validation(valid, seed=seed)
+        windows = {**windows, **extra}
+        injected = sum(len(v) for v in extra.values())
+    hosts = [str(h) for h in pd.unique(train["host"].astype(str))]
+    split = {
+        "inputs": inputs,
+        "hosts": hosts,
+        "injected": injected,
+        # Per candidate: a candidate may ask for its own metrics (FleetModel's ``metrics``).
+        "metrics": {name: make_candidate(name).training_metrics(train) for name in CANDIDATES},
+        "training_span": list(training_span(train)),
+    }
+    target = path / _SPLIT
+    target.mkdir(exist_ok=True)
+    _write_atomic(target / "train.parquet", train.to_parquet(index=False))
+    _write_atomic(target / "valid.parquet", valid.to_parquet(index=False))
+    _write_atomic(target / _LABELS, json.dumps(windows, indent=1, sort_keys=True).encode())
+    # Last: its presence (with matching inputs) says the other three files are complete.
+    _write_atomic(target / _MANIFEST, json.dumps(split, indent=1).encode())
+    return [*hosts, POOLED]
+
+
+def _split_manifest(dataset_path: str) -> dict[str, Any]:
+    """The split's manifest, (re)making the split when missing or made from other inputs."""
+    path = Path(dataset_path)
+    try:
+        split: dict[str, Any] = json.loads((path / _SPLIT / _MANIFEST).read_text())
+    except FileNotFoundError:
+        split = {}
+    if split.get("inputs") != _split_inputs(path):
+        prepare_split(dataset_path)
+        split = json.loads((path / _SPLIT / _MANIFEST).read_text())
+    return split
+
+
 def validation_data(
     dataset_path: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[list[str]]], dict[str, Any]]:
     """``(train, valid, windows, manifest)`` of a dataset, split as every candidate sees it.
 
-    When no labelled window overlaps the validation period (metrics from a real Prometheus
-    and no operator labels yet), anomalies are injected into the held-back validation rows
-    (:func:`ml.training.inject_validation`, seeded by the dataset's interval, so every
-    candidate and the re-evaluated champion see the same rows); ``manifest["injected"]``
-    then counts them.
+    See :func:`prepare_split`. ``manifest`` is the dataset's, plus ``injected`` (anomalies
+    written into the validation rows), ``operator_windows`` and the split's ``hosts``,
+    ``metrics`` and ``training_span``.
     """
-    history, windows, manifest = load_dataset(dataset_path)
-    train, valid = split_history(history, VALIDATION_FRACTION)
-    start = pd.to_datetime(valid["timestamp"], utc=True).min()
-    labelled = any(end >= start for wins in host_windows(windows).values() for _, end in wins)
-    manifest = {**manifest, "injected": 0}
-    if not labelled:
-        seed = int(pd.Timestamp(manifest["end"]).timestamp()) % (2**31)
-        valid, extra = inject_validation(valid, seed=seed)
-        windows = {**windows, **extra}
-        manifest["injected"] = sum(len(v) for v in extra.values())
-    return train, valid, windows, manifest
+    split = _split_manifest(dataset_path)
+    path = Path(dataset_path)
+    manifest = _manifest(path)
+    train = pd.read_parquet(path / _SPLIT / "train.parquet")
+    valid = pd.read_parquet(path / _SPLIT / "valid.parquet")
+    windows = json.loads((path / _SPLIT / _LABELS).read_text())
+    operator = int(manifest.get("label_windows", {}).get("operator_windows", 0))
+    return train, valid, windows, {**manifest, **split, "operator_windows": operator}
 
 
-def train_and_log(
+# -- one detector of one candidate -----------------------------------------------------------
+def part_path(dataset_path: str, candidate: str, key: str) -> Path:
+    """Where :func:`fit_part` keeps candidate ``candidate``'s detector for fit key ``key``."""
+    return Path(dataset_path) / _MODELS / candidate / f"{quote(key, safe='')}.pkl"
+
+
+def fit_part(candidate: str, key: str, dataset_path: str) -> dict[str, Any]:
+    """Fit one detector of ``candidate``: host ``key``'s own, or the fleet's (:data:`POOLED`).
+
+    Pickled to :func:`part_path` (replaced on a rerun). Returns a small dict: ``candidate``,
+    ``host``, ``path``, ``fitted`` (False: the host is skipped, the fallback serves it),
+    ``rows``, ``seconds`` and ``sha256`` of the file (what :func:`evaluate_and_log` loads).
+    """
+    model = make_candidate(candidate)
+    split = _split_manifest(dataset_path)
+    if key != POOLED and key not in split["hosts"]:
+        raise InputError(f"no training rows for host {key!r} in {dataset_path}")
+    path = Path(dataset_path)
+    filters = None if key == POOLED else [("host", "==", key)]
+    rows = pd.read_parquet(path / _SPLIT / "train.parquet", filters=filters)
+    windows = json.loads((path / _SPLIT / _LABELS).read_text())
+    # Labelled training rows stay context but are kept out of fitting, as in train_candidate.
+    known = in_windows(rows, host_windows(windows))
+    metrics = split["metrics"][candidate]
+    started = time.perf_counter()
+    detector = (
+        model.fit_pooled(rows, known, metrics) if key == POOLED else model.fit_host(rows, known, metrics)
+    )
+    seconds = time.perf_counter() - started
+    data = pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)
+    target = part_path(dataset_path, candidate, key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(target, data)
+    return {
+        "candidate": candidate,
+        "host": key,
+        "path": str(target),
+        "fitted": detector is not None,
+        "rows": len(rows),
+        "seconds": round(seconds, 3),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def _load_part(part: Mapping[str, Any]) -> Any:
+    data = Path(str(part["path"])).read_bytes()
+    if hashlib.sha256(data).hexdigest() != part["sha256"]:
+        # Another run rewrote it since: this run's evaluation must not mix models.
+        raise ModelError(f"{part['path']} changed after it was fitted; rerun its fit task")
+    return pickle.loads(data)  # noqa: S301 - our own file, checked against its fit's digest
+
+
+def assemble_candidate(
+    candidate: str, dataset_path: str, parts: Sequence[Mapping[str, Any]]
+) -> tuple[Any, float, str]:
+    """``(fleet_model, fit_seconds, parts_digest)`` of ``candidate`` from its :func:`fit_part` dicts.
+
+    ``parts_digest`` names the fitted detectors' content: equal digests, equal models.
+    """
+    split = _split_manifest(dataset_path)
+    mine = {str(p["host"]): p for p in parts if p["candidate"] == candidate}
+    missing = [k for k in [*split["hosts"], POOLED] if k not in mine]
+    if missing:
+        raise InputError(f"candidate {candidate!r} lacks fitted parts for {', '.join(missing)}")
+    detectors = {host: _load_part(mine[host]) for host in split["hosts"]}
+    model = make_candidate(candidate).assemble(
+        detectors,
+        _load_part(mine[POOLED]),
+        metrics=split["metrics"][candidate],
+        training_span=(split["training_span"][0], split["training_span"][1], int(split["training_span"][2])),
+    )
+    seconds = sum(float(mine[k]["seconds"]) for k in [*split["hosts"], POOLED])
+    digest = hashlib.sha256(candidate.encode())
+    for key in [*split["hosts"], POOLED]:
+        digest.update(f"{key}={mine[key]['sha256']}".encode())
+    return model, seconds, digest.hexdigest()
+
+
+def _logged_before(settings: Settings, model_key: str) -> tuple[str, str] | None:
+    """``(run_id, version)`` an earlier attempt logged *and fully registered* for ``model_key``.
+
+    A run whose registration did not finish (no ``run_id`` tag on a version of it) does not
+    count: that attempt logs again.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from ml.tracking import ensure_experiment
+
+    uri = settings.resolved_tracking_uri
+    # Creates the experiment when missing, as logging would a moment later.
+    experiment_id = ensure_experiment(uri, settings.mlflow_experiment, settings.mlflow_artifact_root)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.model_key = '{model_key}' and attributes.status = 'FINISHED'",
+            max_results=10,
+        )
+        for run in runs:
+            versions = client.search_model_versions(
+                f"name = '{settings.registered_model}' and run_id = '{run.info.run_id}'"
+            )
+            for version in versions:
+                if version.tags.get("run_id") == run.info.run_id:
+                    return run.info.run_id, str(version.version)
+    except MlflowException as exc:
+        raise ModelError(f"cannot search the runs at {uri}: {exc.message}") from exc
+    return None
+
+
+def evaluate_and_log(
     candidate: str,
     dataset_path: str,
+    parts: Sequence[Mapping[str, Any]],
     *,
     tags: Mapping[str, str] | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate, log and register one candidate; return a small summary dict."""
+    """Assemble ``candidate`` from its fitted parts, evaluate, log, register; a small summary.
+
+    Idempotent: when an earlier attempt already logged and registered this very model (same
+    parts, same validation data), its run and version are returned instead of new ones.
+    """
     from ml.tracking import log_candidate
 
     settings = settings or get_settings()
     train, valid, windows, manifest = validation_data(dataset_path)
-    result = train_candidate(candidate, train, valid, windows)
-    run_tags = {
-        "dataset": str(dataset_path),
-        "data_interval_end": str(manifest["end"]),
-        "injected_anomalies": str(manifest["injected"]),
-        **(tags or {}),
-    }
-    run_id, version = log_candidate(
-        result,
-        tracking_uri=settings.resolved_tracking_uri,
-        experiment=settings.mlflow_experiment,
-        artifact_location=settings.mlflow_artifact_root,
-        registered_model=settings.registered_model,
-        tags=run_tags,
-    )
+    model, fit_seconds, parts_digest = assemble_candidate(candidate, dataset_path, parts)
+    result = evaluate_candidate(candidate, model, train, valid, windows, train_seconds=fit_seconds)
+    # The same detectors judged on the same validation data and labels: nothing new to log.
+    model_key = hashlib.sha256(f"{parts_digest}:{result.validation_key}".encode()).hexdigest()[:32]
+    logged = _logged_before(settings, model_key)
+    if logged is None:
+        run_tags = {
+            "dataset": str(dataset_path),
+            "data_interval_end": str(manifest["end"]),
+            "injected_anomalies": str(manifest["injected"]),
+            "operator_windows": str(manifest["operator_windows"]),
+            "model_key": model_key,
+            **(tags or {}),
+        }
+        logged = log_candidate(
+            result,
+            tracking_uri=settings.resolved_tracking_uri,
+            experiment=settings.mlflow_experiment,
+            artifact_location=settings.mlflow_artifact_root,
+            registered_model=settings.registered_model,
+            tags=run_tags,
+        )
+    run_id, version = logged
     report = result.report
     return {
         "candidate": candidate,
@@ -244,9 +487,24 @@ def train_and_log(
         "passes_gate": gate_passed(report.event_f1, report.windows, settings.f1_gate),
         "train_seconds": round(result.train_seconds, 3),
         "validation_key": result.validation_key,
+        "model_key": model_key,
         "injected_anomalies": manifest["injected"],
+        "operator_windows": manifest["operator_windows"],
         "dataset_path": str(dataset_path),
     }
+
+
+def train_and_log(
+    candidate: str,
+    dataset_path: str,
+    *,
+    tags: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """:func:`fit_part` for every key, then :func:`evaluate_and_log`, in this process."""
+    keys = [*_split_manifest(dataset_path)["hosts"], POOLED]
+    parts = [fit_part(candidate, key, dataset_path) for key in keys]
+    return evaluate_and_log(candidate, dataset_path, parts, tags=tags, settings=settings)
 
 
 def champion_event_f1_on(dataset_path: str, *, settings: Settings | None = None) -> tuple[str, float] | None:

@@ -258,6 +258,24 @@ def train_candidate(
     started = time.perf_counter()
     model.fit(train_wide, y)
     elapsed = time.perf_counter() - started
+    return evaluate_candidate(name, model, train_wide, valid_wide, windows, train_seconds=elapsed)
+
+
+def evaluate_candidate(
+    name: str,
+    model: FleetModel,
+    train_wide: pd.DataFrame,
+    valid_wide: pd.DataFrame,
+    windows: Mapping[str, Sequence[Any]],
+    *,
+    train_seconds: float,
+) -> CandidateResult:
+    """Evaluate a fitted candidate on ``valid_wide``, primed with ``train_wide`` as context.
+
+    The second half of :func:`train_candidate`, for a model fitted elsewhere (the DAG fits
+    it host by host, :meth:`ml.fleet.FleetModel.assemble`).
+    """
+    hw = host_windows(windows)
     report, scored = evaluate_model(
         model, valid_wide, hw, context=train_wide, context_known=in_windows(train_wide, hw)
     )
@@ -265,7 +283,7 @@ def train_candidate(
         name=name,
         model=model,
         report=report,
-        train_seconds=elapsed,
+        train_seconds=train_seconds,
         params=model.get_params(),
         validation=scored,
         windows=hw,

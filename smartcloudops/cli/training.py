@@ -22,15 +22,20 @@ def train_now(settings: Settings, days: float | None = None) -> int:
     print(f"train: gathering {settings.train_days:g} days of metrics up to {end.isoformat()}", flush=True)
     dataset = pipeline.prepare_dataset(end, settings=settings)
     pipeline.write_labels(dataset, settings=settings)
+    keys = pipeline.prepare_split(dataset)
     results = []
     names = pipeline.candidate_names()
     for index, name in enumerate(names, start=1):
-        print(f"train: [{index}/{len(names)}] {name} ...", end="", flush=True)
-        result = pipeline.train_and_log(name, dataset, settings=settings)
+        print(f"train: [{index}/{len(names)}] {name}:", end="", flush=True)
+        parts = []
+        for key in keys:  # one detector per host, then the pooled fallback, as the DAG fits them
+            parts.append(pipeline.fit_part(name, key, dataset))
+            print(f" {key}", end="", flush=True)
+        result = pipeline.evaluate_and_log(name, dataset, parts, settings=settings)
         results.append(result)
         gate = "passes" if result["passes_gate"] else "fails"
         print(
-            f" event-F1 {result['event_f1']:.3f} ({gate} the {settings.f1_gate} gate), "
+            f" → event-F1 {result['event_f1']:.3f} ({gate} the {settings.f1_gate} gate), "
             f"point-F1 {result['point_f1']:.3f}, FP/day {result['fp_per_day']:.2f}, "
             f"{result['train_seconds']:.1f}s → version {result['version']}",
             flush=True,

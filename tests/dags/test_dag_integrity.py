@@ -50,7 +50,7 @@ def test_metrics_extract_is_hourly_with_an_hour_long_data_interval(dagbag: Any) 
     assert [t.task_id for t in dag.tasks] == ["extract"]
 
 
-def test_train_validate_deploy_is_daily_and_maps_over_candidates(dagbag: Any) -> None:
+def test_train_validate_deploy_is_daily_and_maps_over_candidates_and_hosts(dagbag: Any) -> None:
     from airflow.sdk import CronTriggerTimetable
 
     dag = dagbag.dags["train_validate_deploy"]
@@ -58,10 +58,19 @@ def test_train_validate_deploy_is_daily_and_maps_over_candidates(dagbag: Any) ->
     assert dag.timetable.expression == "0 0 * * *"
     assert dag.timetable.interval == timedelta(days=1)
     task_ids = {t.task_id for t in dag.tasks}
-    assert task_ids == {"gather_metrics", "write_labels", "candidates", "train", "promote"}
-    train = dag.get_task("train")
-    assert "MappedOperator" in type(train).__name__  # dynamic task mapping, one per candidate
-    assert dag.get_task("promote").upstream_task_ids == {"train"}
+    assert task_ids == {"gather_metrics", "write_labels", "split", "candidates", "fit", "evaluate", "promote"}
+    fit, evaluate = dag.get_task("fit"), dag.get_task("evaluate")
+    # Dynamic task mapping: fit over candidate x host (a cross product), evaluate per candidate.
+    assert "MappedOperator" in type(fit).__name__ and "MappedOperator" in type(evaluate).__name__
+    expanded = {name: arg.operator.task_id for name, arg in fit.op_kwargs_expand_input.value.items()}
+    assert expanded == {"candidate": "candidates", "host": "split"}
+    assert set(evaluate.op_kwargs_expand_input.value) == {"candidate"}
+    assert evaluate.partial_kwargs["op_kwargs"]["parts"].operator is fit  # all of fit's parts
+    assert fit.upstream_task_ids == {"gather_metrics", "split", "candidates"}
+    assert evaluate.upstream_task_ids == {"fit", "gather_metrics", "write_labels", "candidates"}
+    assert dag.get_task("split").upstream_task_ids == {"gather_metrics", "write_labels"}
+    assert dag.get_task("promote").upstream_task_ids == {"evaluate"}
+    assert fit.map_index_template and evaluate.map_index_template
 
 
 def test_anomaly_sensor_is_continuous_and_deferrable(dagbag: Any) -> None:

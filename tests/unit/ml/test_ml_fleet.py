@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
+
 import cloudpickle
 import numpy as np
 import pandas as pd
 import pytest
 
-from ml.fleet import SCORE_COLUMNS, FleetModel
-from ml.training import make_candidate, split_history
+from ml.fleet import SCORE_COLUMNS, FleetModel, training_span
+from ml.training import CANDIDATES, make_candidate, split_history
 from smartcloudops.errors import InputError, ModelError
 
 
@@ -152,3 +154,67 @@ def test_priming_by_scoring_continues_exactly_like_one_batch(
     assert live["anomaly"].tolist() == batch["anomaly"].tolist()
     with pytest.raises(InputError, match="y has"):
         fitted.prime(train, score=True, y=np.zeros(3, dtype=bool))
+
+
+def _fit_by_parts(name: str, train: pd.DataFrame, known: np.ndarray | None) -> FleetModel:
+    """What the train_validate_deploy DAG does: each part fitted alone, through a pickle."""
+    model = make_candidate(name)
+    metrics = model.training_metrics(train)
+    hosts = train["host"].astype(str).to_numpy()
+    detectors = {}
+    for host in pd.unique(hosts):
+        rows = hosts == host
+        part = model.fit_host(train[rows], None if known is None else known[rows], metrics)
+        detectors[str(host)] = pickle.loads(pickle.dumps(part))
+    pooled = pickle.loads(pickle.dumps(model.fit_pooled(train, known, metrics)))
+    return model.assemble(detectors, pooled, metrics=metrics, training_span=training_span(train))
+
+
+@pytest.mark.parametrize("name", sorted(CANDIDATES))
+def test_fitting_host_by_host_gives_the_model_fit_gives(
+    name: str, split: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    train, valid = split
+    # Two hosts keep Prophet's dozen fits quick; the pooled fallback still differs from both.
+    train = train[train["host"].isin(["web-1", "db-1"])].reset_index(drop=True)
+    # Some rows marked as known incidents: they must be kept out of both fits alike.
+    known = np.zeros(len(train), dtype=bool)
+    known[len(train) // 3 : len(train) // 3 + 40] = True
+    whole = make_candidate(name).fit(train, known)
+    parts = _fit_by_parts(name, train, known)
+    assert parts.hosts == whole.hosts and parts.metrics == whole.metrics
+    assert parts.skipped_hosts_ == whole.skipped_hosts_
+    assert (parts.train_start_, parts.train_end_, parts.n_train_rows_) == (
+        whole.train_start_, whole.train_end_, whole.n_train_rows_
+    )
+    stranger = valid[valid["host"] == "web-1"].assign(host="brand-new-1")  # scored by the fallback
+    rows = pd.concat([valid[valid["host"].isin(["web-1", "db-1"])], stranger], ignore_index=True)
+    for stateful in (False, True):
+        expected = whole.score(rows, stateful=stateful)
+        got = parts.score(rows, stateful=stateful)
+        np.testing.assert_array_equal(got["score"].to_numpy(), expected["score"].to_numpy())
+        assert got["anomaly"].tolist() == expected["anomaly"].tolist()
+        assert got["contributions"].tolist() == expected["contributions"].tolist()
+
+
+def test_assembling_parts_skips_hosts_and_needs_the_pooled_fallback(
+    split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    train, _ = split
+    tiny = pd.concat([train, train[train["host"] == "web-1"].head(5).assign(host="tiny-1")])
+    model = make_candidate("robust_baseline")
+    metrics = model.training_metrics(tiny)
+    assert model.fit_host(tiny[tiny["host"] == "tiny-1"], None, metrics) is None
+    web = tiny[tiny["host"] == "web-1"]
+    one = model.fit_host(web, None, metrics)
+    # One host, fitted: it is its own fallback, as FleetModel.fit makes it.
+    single = make_candidate("robust_baseline").assemble(
+        {"web-1": one}, None, metrics=metrics, training_span=training_span(web)
+    )
+    assert single.detector_for("elsewhere") is one
+    fitted_whole = make_candidate("robust_baseline").fit(web)
+    assert fitted_whole.fallback_ is fitted_whole.detectors_["web-1"]
+    with pytest.raises(InputError, match="pooled fallback"):
+        make_candidate("robust_baseline").assemble(
+            {"web-1": one, "tiny-1": None}, None, metrics=metrics, training_span=training_span(tiny)
+        )
