@@ -401,39 +401,6 @@ def assemble_candidate(
     return model, seconds, digest.hexdigest()
 
 
-def _logged_before(settings: Settings, model_key: str) -> tuple[str, str] | None:
-    """``(run_id, version)`` an earlier attempt logged *and fully registered* for ``model_key``.
-
-    A run whose registration did not finish (no ``run_id`` tag on a version of it) does not
-    count: that attempt logs again.
-    """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from ml.tracking import ensure_experiment
-
-    uri = settings.resolved_tracking_uri
-    # Creates the experiment when missing, as logging would a moment later.
-    experiment_id = ensure_experiment(uri, settings.mlflow_experiment, settings.mlflow_artifact_root)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    try:
-        runs = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.model_key = '{model_key}' and attributes.status = 'FINISHED'",
-            max_results=10,
-        )
-        for run in runs:
-            versions = client.search_model_versions(
-                f"name = '{settings.registered_model}' and run_id = '{run.info.run_id}'"
-            )
-            for version in versions:
-                if version.tags.get("run_id") == run.info.run_id:
-                    return run.info.run_id, str(version.version)
-    except MlflowException as exc:
-        raise ModelError(f"cannot search the runs at {uri}: {exc.message}") from exc
-    return None
-
-
 def evaluate_and_log(
     candidate: str,
     dataset_path: str,
@@ -447,7 +414,7 @@ def evaluate_and_log(
     Idempotent: when an earlier attempt already logged and registered this very model (same
     parts, same validation data), its run and version are returned instead of new ones.
     """
-    from ml.tracking import log_candidate
+    from ml.tracking import find_logged, log_candidate
 
     settings = settings or get_settings()
     train, valid, windows, manifest = validation_data(dataset_path)
@@ -455,7 +422,13 @@ def evaluate_and_log(
     result = evaluate_candidate(candidate, model, train, valid, windows, train_seconds=fit_seconds)
     # The same detectors judged on the same validation data and labels: nothing new to log.
     model_key = hashlib.sha256(f"{parts_digest}:{result.validation_key}".encode()).hexdigest()[:32]
-    logged = _logged_before(settings, model_key)
+    logged = find_logged(
+        settings.resolved_tracking_uri,
+        experiment=settings.mlflow_experiment,
+        artifact_location=settings.mlflow_artifact_root,
+        registered_model=settings.registered_model,
+        model_key=model_key,
+    )
     if logged is None:
         run_tags = {
             "dataset": str(dataset_path),

@@ -397,3 +397,42 @@ def save_report(result: CandidateResult, directory: str | Path) -> Path:
         json.dump(result.report.to_dict(), fh, indent=2, default=str)
     Path(fh.name).replace(path)
     return path
+
+
+def find_logged(
+    tracking_uri: str,
+    *,
+    experiment: str,
+    artifact_location: str | Path,
+    registered_model: str,
+    model_key: str,
+) -> tuple[str, str] | None:
+    """``(run_id, version)`` an earlier attempt logged *and fully registered* for ``model_key``
+    (the run tag that names the detectors and the validation data they were judged on).
+
+    A rerun of a training task finds its own earlier result here instead of logging a second
+    run and version of the same model. A run whose registration did not finish (no version
+    tagged with its ``run_id``) does not count: that attempt logs again.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    # Creates the experiment when missing, as logging would a moment later.
+    experiment_id = ensure_experiment(tracking_uri, experiment, artifact_location)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.model_key = '{model_key}' and attributes.status = 'FINISHED'",
+            max_results=10,
+        )
+        for run in runs:
+            versions = client.search_model_versions(
+                f"name = '{registered_model}' and run_id = '{run.info.run_id}'"
+            )
+            for version in versions:
+                if version.tags.get("run_id") == run.info.run_id:
+                    return run.info.run_id, str(version.version)
+    except MlflowException as exc:
+        raise ModelError(f"cannot search the runs at {tracking_uri}: {exc.message}") from exc
+    return None
