@@ -243,14 +243,11 @@ def _split_inputs(path: Path) -> str:
 def prepare_split(dataset_path: str) -> list[str]:
     """Split the dataset as every candidate sees it, write it to ``split/``; return the fit keys.
 
-    Fit keys: the hosts of the training part, then :data:`POOLED`. Every validation host
-    carries labelled events: a host none of whose labelled windows (simulator, operator)
-    overlaps the validation period gets anomalies injected into its held-back rows
+    Fit keys: the hosts of the training part, then :data:`POOLED`. When no labelled window
+    of a validation host overlaps the validation period (metrics from a real Prometheus and no
+    operator labels yet), anomalies are injected into the held-back validation rows
     (:func:`ml.training.inject_validation`, seeded by the dataset's interval, so a rerun makes
-    the same rows); the split's manifest counts them (``injected``). Hosts with labels of their
-    own are left as they are, so injected and real windows never overlap. Why per host: an
-    event-F1 over the one or two incidents a day of validation happens to hold is a coin
-    toss (one false alarm moves it by 0.2), so the gate would pass or fail by the hour it ran.
+    the same rows); the split's manifest then counts them (``injected``).
     """
     path = Path(dataset_path)
     inputs = _split_inputs(path)
@@ -258,18 +255,17 @@ def prepare_split(dataset_path: str) -> list[str]:
     train, valid = split_history(history, VALIDATION_FRACTION)
     ts = pd.to_datetime(valid["timestamp"], utc=True)
     valid_start, valid_end = ts.min(), ts.max()
-    labelled_hosts = {
-        host
+    valid_hosts = set(valid["host"].astype(str))
+    labelled = any(
+        start <= valid_end and end >= valid_start
         for host, wins in host_windows(windows).items()
-        if any(start <= valid_end and end >= valid_start for start, end in wins)
-    }
-    unlabelled = valid["host"].astype(str).map(lambda h: h not in labelled_hosts).to_numpy()
+        if host in valid_hosts
+        for start, end in wins
+    )
     injected = 0
-    if unlabelled.any():
+    if not labelled:
         seed = int(pd.Timestamp(manifest["end"]).timestamp()) % (2**31)
-        part, extra = inject_validation(valid.loc[unlabelled], seed=seed)
-        valid = valid.copy()
-        valid.loc[unlabelled, part.columns] = part
+        valid, extra = inject_validation(valid, seed=seed)
         windows = {**windows, **extra}
         injected = sum(len(v) for v in extra.values())
     hosts = [str(h) for h in pd.unique(train["host"].astype(str))]

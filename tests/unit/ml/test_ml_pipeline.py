@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from ml_helpers import make_fleet
@@ -163,16 +162,9 @@ def test_operator_labels_join_the_validation_labels(settings: Settings) -> None:
         labels.close()
     window = [pd.Timestamp(t).isoformat().replace("+00:00", "Z") for t in incident]
     assert json.loads(Path(pipeline.write_labels(path, settings=real)).read_text()) == {"web-1": [window]}
-    _, valid, windows, manifest = pipeline.validation_data(path)
-    # web-1's validation holds the operator's incident and is left as it is; db-1 has no
-    # label of its own in the validation period, so it alone gets injected anomalies.
-    assert manifest["operator_windows"] == 1 and manifest["injected"] == 2
-    assert windows["web-1"] == [window]
-    assert {key.partition("/")[0] for key in windows} == {"web-1", "db-1"}
-    web = valid[valid["host"] == "web-1"].set_index("timestamp")
-    original = history[(history["host"] == "web-1") & (history["metric"] == "cpu")]
-    original = original.set_index(pd.to_datetime(original["timestamp"], utc=True))["value"]
-    assert np.allclose(web["cpu"].to_numpy(), original.reindex(web.index).to_numpy())
+    _, _, windows, manifest = pipeline.validation_data(path)
+    assert (manifest["injected"], manifest["operator_windows"]) == (0, 1)
+    assert windows == {"web-1": [window]}
     assert manifest["label_windows"] == {"source": "none", "source_windows": 0, "operator_windows": 1}
 
     # With the simulator, operator windows are added to its own (union per host).
