@@ -126,6 +126,37 @@ def run_demo(days: float = 3.0, keep: bool = False) -> int:
     return 0
 
 
+def _seed_validation_incidents(sim: Any, end: datetime, days: float) -> list[Any]:
+    """One incident per host in the part of the history training holds back for validation.
+
+    The simulator schedules about three incidents a day across the fleet, so the validation
+    part of a 3-day demo (its last 30 %, under a day) may hold one or none, and an event-F1
+    over one or two events passes or fails the gate by the hour the demo runs. Incidents of
+    the simulator's own kinds, one per host, away from its scheduled ones and ended two hours
+    before ``end``, make the gate judge every candidate on the same kind of evidence each time.
+    """
+    import numpy as np
+
+    from ml.pipeline import VALIDATION_FRACTION
+    from smartcloudops.simulator import INCIDENT_KINDS
+
+    rng = np.random.default_rng(int(end.timestamp()))
+    span = timedelta(days=days)
+    first = end - span * VALIDATION_FRACTION + timedelta(hours=1)
+    last = end - timedelta(hours=3)
+    scheduled = sim.incidents(end - span, end)
+    placed = []
+    for k, host in enumerate(sim.hosts):
+        busy = [(i.start, i.end) for i in scheduled if i.host == host]
+        for _ in range(20):  # a free slot for a 45-minute incident; give up quietly if none
+            start = first + (last - first) * float(rng.random())
+            if all(start + timedelta(minutes=75) <= b or start >= e + timedelta(minutes=30) for b, e in busy):
+                kind = INCIDENT_KINDS[k % len(INCIDENT_KINDS)]
+                placed.append(sim.inject(kind, host, start=start, duration_minutes=45))
+                break
+    return placed
+
+
 def _run(settings: Settings, token: str, days: float, report: DemoReport, pm: ProcessManager) -> None:
     from smartcloudops.cli import airflow_runner
     from smartcloudops.events import EventStore
@@ -138,6 +169,11 @@ def _run(settings: Settings, token: str, days: float, report: DemoReport, pm: Pr
     _timed(report, "airflow db migrate", lambda: airflow_runner.prepare(settings))
 
     hours = int(days * 24)
+    seeded = _seed_validation_incidents(FleetSimulator.from_settings(settings), end_hour, days)
+    report.note(
+        f"{len(seeded)} incidents placed in the validation part of the history: "
+        + ", ".join(f"{i.kind} on {i.host}" for i in seeded)
+    )
     report.step(f"Observe: metrics_extract backfills {days:g} days hour by hour ({hours} DAG runs)")
     dates = airflow_runner.hourly_logical_dates(end_hour - timedelta(hours=hours), end_hour)
 
