@@ -1,14 +1,15 @@
-"""A fitted Isolation-Forest FleetModel as plain arrays, executed with numpy alone.
+"""A fitted Isolation-Forest FleetModel as plain arrays, executed by numpy and numba kernels.
 
 The scoring service must not carry MLflow, pandas, scikit-learn and SciPy (about 250 MB of
-resident memory) to walk 100 small trees. This module imports only numpy and the standard
-library, and holds everything the request path needs:
+resident memory) to walk 100 small trees. This module imports only numpy, numba (whose
+kernels it compiles to machine code, cached on disk under ``NUMBA_CACHE_DIR``) and the
+standard library, and holds everything the request path needs:
 
 - :class:`CompiledForest`: the one compiled Isolation Forest of the project (the detector
   scores through it too). Every tree is re-laid as a *complete* binary tree of its maximum
   depth: a leaf above the bottom level is copied down (its threshold is +inf, so every row
-  goes left), which makes a traversal step ``i = 2i + 1 + (x[f_i] > t_i)`` for every row
-  and tree at once, with no child table and no leaf test; the path length of a row is a sum
+  goes left), which makes a traversal step ``i = 2i + 1 + (x[f_i] > t_i)``, with no child
+  table and no leaf test; the path length of a row is a sum
   of bottom-level values ``depth + c(n_samples) - 1``. Thresholds are kept as the largest
   float32 not above scikit-learn's float64 threshold, so comparing float32 inputs gives
   exactly scikit-learn's decisions (``x <= t`` for a float32 ``x`` is the same test either
@@ -30,7 +31,10 @@ served by the generic path instead; it is never scored approximately.
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +43,43 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+
+def _numba_cache_dir() -> str:
+    """Where compiled kernels are cached: under SMARTCLOUDOPS_HOME (never site-packages,
+    which numba would otherwise try next to this file), else a temporary directory."""
+    for base in (Path(os.environ.get("SMARTCLOUDOPS_HOME", ".smartcloudops")), Path(tempfile.gettempdir())):
+        directory = base.resolve() / "cache" / "numba"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(directory, os.W_OK):
+            return str(directory)
+    return ""
+
+
+os.environ.setdefault("NUMBA_CACHE_DIR", _numba_cache_dir())
+# numba checks SciPy's version on import and loads SciPy's BLAS with its numpy support (for
+# np.dot and friends, which these kernels do not use) whenever SciPy is importable. The
+# scoring service keeps SciPy and its memory out: hidden while both load, here at once.
+_hide_scipy = "scipy" not in sys.modules
+if _hide_scipy:
+    sys.modules["scipy"] = None  # type: ignore[assignment]
+try:
+    import numba
+    import numba.np.arraymath
+finally:
+    if _hide_scipy and sys.modules.get("scipy", 0) is None:
+        del sys.modules["scipy"]
+_numba_config: Any = numba.config  # read by numba when a kernel below is decorated
+if not _numba_config.CACHE_DIR:  # numba was imported before this module set the variable
+    _numba_config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+
 DAY_NS = 86_400 * 10**9
 #: Version of the on-disk plan layout (:meth:`FleetPlan.save`); a reader refuses others.
 PLAN_FORMAT = 1
 #: Per-metric feature kinds this module computes, in ``ml.features`` column order.
 FEATURE_KINDS = ("value", "diff", "dev", "std")
-#: Rows walked through the forest at once (bounds the rows x trees temporaries).
-_CHUNK = 512
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -72,6 +106,175 @@ def _float32_at_most(threshold: FloatArray) -> npt.NDArray[np.float32]:
     return out
 
 
+# -- compiled kernels (numba; cached on disk, compiled when a plan is loaded) ------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _tree_sum(
+    x32: npt.NDArray[np.float32],
+    feature: npt.NDArray[np.int32],
+    threshold: npt.NDArray[np.float32],
+    leaf_value: FloatArray,
+    n_trees: int,
+    depth: int,
+) -> float:
+    """Summed path length of one float32 row over all trees (complete layout): one level of
+    every tree at a time, so the trees' walks are independent work the CPU overlaps."""
+    width = (1 << (depth + 1)) - 1
+    leaves = 1 << depth
+    nodes = np.zeros(n_trees, dtype=np.int32)
+    for _ in range(depth):
+        for tree in range(n_trees):
+            node = nodes[tree]
+            g = tree * width + node
+            right = x32[feature[g]] > threshold[g]
+            nodes[tree] = 2 * node + 1 + right
+    total = 0.0
+    for tree in range(n_trees):
+        total += leaf_value[tree * leaves + nodes[tree] - (leaves - 1)]
+    return total
+
+
+#: Rows walked in lockstep through one tree (their nodes and the tree stay in L1 cache).
+_BLOCK = 256
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_block(
+    X32: npt.NDArray[np.float32],
+    lo: int,
+    feature: npt.NDArray[np.int32],
+    threshold: npt.NDArray[np.float32],
+    leaf_value: FloatArray,
+    n_trees: int,
+    depth: int,
+    out: FloatArray,
+) -> None:
+    """Summed path lengths of rows ``lo:lo+_BLOCK`` into ``out[lo:...]``: tree by tree, one
+    level for all the block's rows at a time, so the rows' walks are independent work the
+    CPU overlaps (one row's walk is a chain of dependent loads)."""
+    width = (1 << (depth + 1)) - 1
+    leaves = 1 << depth
+    n_features = X32.shape[1]
+    size = min(X32.shape[0], lo + _BLOCK) - lo
+    nodes = np.empty(size, dtype=np.int32)
+    offsets = np.arange(lo, lo + size) * n_features
+    flat = X32.ravel()
+    for r in range(size):
+        out[lo + r] = 0.0
+    for tree in range(n_trees):
+        tree_feature = feature[tree * width : (tree + 1) * width]
+        tree_threshold = threshold[tree * width : (tree + 1) * width]
+        tree_leaf = leaf_value[tree * leaves : (tree + 1) * leaves]
+        nodes[:] = 0
+        for _ in range(depth):
+            for r in range(size):
+                node = nodes[r]
+                right = flat[offsets[r] + tree_feature[node]] > tree_threshold[node]
+                nodes[r] = 2 * node + 1 + right
+        for r in range(size):
+            out[lo + r] += tree_leaf[nodes[r] - (leaves - 1)]
+
+
+@numba.njit(cache=True, nogil=True)
+def _path_lengths(
+    X32: npt.NDArray[np.float32],
+    feature: npt.NDArray[np.int32],
+    threshold: npt.NDArray[np.float32],
+    leaf_value: FloatArray,
+    n_trees: int,
+    depth: int,
+) -> FloatArray:
+    out = np.empty(X32.shape[0])
+    for lo in range(0, X32.shape[0], _BLOCK):
+        _walk_block(X32, lo, feature, threshold, leaf_value, n_trees, depth, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _score_row(
+    seg_values: FloatArray,
+    t: int,
+    window: int,
+    warmup: int,
+    fill: FloatArray,
+    feature_fill: FloatArray,
+    center: FloatArray,
+    scale: FloatArray,
+    baseline: float,
+    line: float,
+    feature: npt.NDArray[np.int32],
+    threshold: npt.NDArray[np.float32],
+    leaf_value: FloatArray,
+    n_trees: int,
+    depth: int,
+    denominator: float,
+    contrib: FloatArray,
+) -> float:
+    """The calibrated score of a host's last row (earlier rows: its context, NaN where
+    missing); the normalised contributions go into ``contrib``. Same arithmetic as the batch
+    path (:meth:`FleetPlan._detect`) for that one row."""
+    rows, m = seg_values.shape
+    values = seg_values
+    if np.isnan(seg_values).any():
+        # Carry the last value forward, else the detector's training median.
+        values = seg_values.copy()
+        for j in range(m):
+            last = math.nan
+            for i in range(rows):
+                if math.isnan(values[i, j]):
+                    values[i, j] = fill[j] if math.isnan(last) else last
+                else:
+                    last = values[i, j]
+    here = rows - 1
+    kinds = 4
+    feats = np.empty(kinds * m + 2)
+    lo = max(0, here - window)
+    count = here - lo
+    for j in range(m):
+        x = values[here, j]
+        feats[kinds * j] = x
+        feats[kinds * j + 1] = x - values[here - 1, j] if here else math.nan
+        if here >= warmup:
+            total = 0.0
+            for i in range(lo, here):
+                total += values[i, j]
+            mean = total / count
+            squares = 0.0
+            for i in range(lo, here):
+                squares += (values[i, j] - mean) ** 2
+            feats[kinds * j + 2] = x - mean
+            feats[kinds * j + 3] = math.sqrt(squares / count)
+        else:
+            feats[kinds * j + 2] = math.nan
+            feats[kinds * j + 3] = math.nan
+    phase = 2.0 * math.pi * (t % DAY_NS) / DAY_NS
+    feats[-2] = math.sin(phase)
+    feats[-1] = math.cos(phase)
+    if here < warmup:  # features without enough history take the training medians
+        for i in range(len(feats)):
+            if math.isnan(feats[i]):
+                feats[i] = feature_fill[i]
+    if denominator == 0:
+        raw = 0.5  # one training sample: scikit-learn's E[h]/c is 1
+    else:
+        path = _tree_sum(feats.astype(np.float32), feature, threshold, leaf_value, n_trees, depth)
+        raw = 2.0 ** (-path / denominator)
+    score = max((raw - baseline) / (line - baseline), 0.0)
+    total = 0.0
+    for j in range(m):
+        top = 0.0
+        for k in range(kinds):
+            i = kinds * j + k
+            z = abs(feats[i] - center[i]) / scale[i]
+            top = z if k == 0 or z > top else top
+        contrib[j] = top
+        total += top
+    for j in range(m):
+        contrib[j] = contrib[j] / total if total > 0 else 0.0
+    return score
+
+
 # -- the forest ------------------------------------------------------------------------------
 
 
@@ -95,20 +298,7 @@ class CompiledForest:
         self.threshold = np.ascontiguousarray(threshold, dtype=np.float32).ravel()
         self.leaf_value = np.ascontiguousarray(leaf_value, dtype=np.float64).ravel()
         self.denominator = float(denominator)
-        # One 64-bit record per node, feature index above the float32 threshold's bits: a
-        # traversal step fetches both with one gather.
-        self._record = (self.feature.astype(np.int64) << 32) | self.threshold.view(np.uint32).astype(np.int64)
-        self._low = 0 if sys.byteorder == "little" else 1  # where the threshold sits in a record
-        tree_base = np.arange(n_trees, dtype=np.intp) * width
-        self._roots = tree_base
-        # Node index g of tree t steps to t's child 2(g - base) + 1 + right = 2g + step + right.
-        self._step = 1 - tree_base
-        leaves = 2**self.depth
-        self._leaf_offset = np.arange(n_trees, dtype=np.intp) * leaves - (leaves - 1) - tree_base
-        # The one-row walk: plain per-node tables (fewest calls per level for 100 values).
-        nodes = np.arange(n_trees * width, dtype=np.intp)
-        self._left_child = 2 * nodes + np.repeat(self._step, width)
-        self._threshold64 = self.threshold.astype(np.float64)  # exact: float32 values
+        self._feature32 = self.feature.astype(np.int32)  # half the cache footprint of intp
 
     @classmethod
     def from_sklearn(cls, model: Any) -> CompiledForest:
@@ -162,50 +352,21 @@ class CompiledForest:
     def anomaly_score(self, X: np.ndarray) -> FloatArray:
         # The trees compare float32 inputs (scikit-learn casts X the same way).
         X32 = np.ascontiguousarray(X, dtype=np.float32)
-        n = len(X32)
         if self.denominator == 0:
             # One training sample: scikit-learn sets E[h]/c to 1 (score_samples = -0.5).
-            return np.full(n, 0.5)
-        depths = np.empty(n)
-        for lo in range(0, n, _CHUNK):
-            depths[lo : lo + _CHUNK] = self._path_lengths(X32[lo : lo + _CHUNK])
+            return np.full(len(X32), 0.5)
+        depths = _path_lengths(
+            X32, self._feature32, self.threshold, self.leaf_value, self.n_trees, self.depth
+        )
         return np.asarray(2.0 ** (-depths / self.denominator))
-
-    def _path_lengths(self, X32: np.ndarray) -> FloatArray:
-        n, n_features = X32.shape
-        flat_x = X32.ravel()
-        row_base = (np.arange(n, dtype=np.intp) * n_features)[:, None]
-        node = np.broadcast_to(self._roots, (n, self.n_trees)).copy()
-        column = np.empty_like(node)
-        for _ in range(self.depth):
-            record = self._record.take(node, mode="clip")  # indices are in range by construction
-            np.right_shift(record, 32, out=column)
-            column += row_base
-            go_right = flat_x.take(column, mode="clip") > record.view(np.float32)[:, self._low :: 2]
-            node *= 2
-            node += self._step
-            node += go_right
-        node += self._leaf_offset
-        return np.asarray(self.leaf_value.take(node, mode="clip").sum(axis=1))
-
-    def path_length_one(self, x: FloatArray) -> float:
-        """Summed path length of one row, given as float64 values of float32 inputs (the
-        one-row request path: fewest calls)."""
-        node = self._roots
-        feature, threshold, left = self.feature, self._threshold64, self._left_child
-        for _ in range(self.depth):
-            go_right = x.take(feature.take(node)) > threshold.take(node)
-            node = left.take(node)
-            node += go_right
-        return float(np.add.reduce(self.leaf_value.take(node + self._leaf_offset)))
 
     def anomaly_score_one(self, x: FloatArray) -> float:
         if self.denominator == 0:
             return 0.5
-        # The trees compare float32 inputs: round the row to float32 first.
-        return float(
-            2.0 ** (-self.path_length_one(x.astype(np.float32).astype(np.float64)) / self.denominator)
+        path = _tree_sum(
+            x.astype(np.float32), self._feature32, self.threshold, self.leaf_value, self.n_trees, self.depth
         )
+        return float(2.0 ** (-path / self.denominator))
 
 
 def _complete_layout(
@@ -317,6 +478,18 @@ class FleetPlan:
         self.info = dict(info or {})
         if any(d.feature_fill.shape != (len(FEATURE_KINDS) * len(self.metrics) + 2,) for d in detectors):
             raise NotCompilableError("feature count differs from 4 per metric + time of day")
+        for det in detectors:
+            # One memory layout and dtype for every call: each other one is another compilation.
+            for name in ("fill", "feature_fill", "center", "scale"):
+                setattr(det, name, np.ascontiguousarray(getattr(det, name), dtype=np.float64))
+
+    def warm_up(self) -> None:
+        """Compile (or load from the on-disk cache) every kernel scoring runs, so the first
+        request after a swap does not pay for it: one row and a batch, stateless."""
+        t = 1_700_000_000 * 10**9
+        rows = np.stack([self.detectors[self.fallback].fill] * 2)
+        self.score(["warm-up"], np.array([t], dtype=np.int64), rows[:1])
+        self.score(["warm-up"] * 2, np.array([t, t + 60 * 10**9], dtype=np.int64), rows)
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
@@ -486,35 +659,14 @@ class FleetPlan:
                 ctx_ts, ctx_values = ctx_ts[older], ctx_values[older]
             seg_ts = np.concatenate((ctx_ts, np.array([t], dtype=np.int64)))
             seg_values = np.concatenate((ctx_values, row.reshape(1, m)))
-        values = seg_values
-        if np.isnan(np.add.reduce(values, axis=None)):  # NaN somewhere (values are finite)
-            values = _impute(values, np.zeros(len(values), dtype=np.intp), det.fill[None, :])
-        here = len(values) - 1
-        x = values[here]
-        k = len(FEATURE_KINDS)
-        feats = np.empty(k * m + 2)
-        per_metric = feats[: k * m].reshape(m, k)
-        per_metric[:, 0] = x
-        if here >= det.warmup:
-            prev = values[max(0, here - det.window) : here]
-            mean = np.add.reduce(prev, axis=0) / len(prev)
-            spread = prev - mean
-            per_metric[:, 1] = x - values[here - 1]
-            per_metric[:, 2] = x - mean
-            per_metric[:, 3] = np.sqrt(np.einsum("ij,ij->j", spread, spread) / len(prev))
-        else:
-            per_metric[:, 1] = x - values[here - 1] if here else np.nan
-            per_metric[:, 2:] = np.nan
-        phase = 2.0 * np.pi * (t % DAY_NS) / DAY_NS
-        feats[-2], feats[-1] = np.sin(phase), np.cos(phase)
-        if here < det.warmup:  # features without enough history take the training medians
-            feats = np.where(np.isnan(feats), det.feature_fill, feats)
-        raw = det.forest.anomaly_score_one(feats)
-        score = max((raw - det.baseline) / (det.line - det.baseline), 0.0)
-        z = np.abs(feats - det.center) / det.scale
-        contrib = z[: k * m].reshape(m, k).max(axis=1)
-        total = float(np.add.reduce(contrib))
-        contrib = contrib / total if total > 0 else np.zeros(m)
+        seg_values = np.ascontiguousarray(seg_values, dtype=np.float64)
+        forest = det.forest
+        contrib = np.empty(m)
+        score = _score_row(
+            seg_values, t, det.window, det.warmup, det.fill, det.feature_fill, det.center, det.scale,
+            det.baseline, det.line, forest._feature32, forest.threshold, forest.leaf_value,
+            forest.n_trees, forest.depth, forest.denominator, contrib,
+        )  # fmt: skip
 
         key = int(np.argmax(contrib)) if m > 1 else None
         alarm, recent, last, by_key = self._alarm_one(previous, t, score, key)
@@ -694,8 +846,11 @@ def _group_rows(hosts: Sequence[str], ts: npt.NDArray[np.int64]) -> tuple[np.nda
     the host names and the group bounds in that order."""
     if len(hosts) == 1:
         return np.zeros(1, dtype=np.intp), [hosts[0]], np.array([0, 1], dtype=np.intp)
-    index: dict[str, int] = {}
-    codes = np.fromiter((index.setdefault(h, len(index)) for h in hosts), dtype=np.intp, count=len(hosts))
+    # dict.fromkeys keeps first-seen order; the per-row lookups then run in C (map, fromiter).
+    index: dict[str, int] = dict.fromkeys(hosts, 0)
+    for code, host in enumerate(index):
+        index[host] = code
+    codes = np.fromiter(map(index.__getitem__, hosts), dtype=np.intp, count=len(hosts))
     order = np.lexsort((ts, codes)) if len(index) > 1 else np.argsort(ts, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(index) + 1))
     return order.astype(np.intp), list(index), bounds.astype(np.intp)

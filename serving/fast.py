@@ -4,7 +4,7 @@ Two of them, chosen at load time by :func:`serving.model.make_scorer`:
 
 - :class:`PlanScorer` runs an :class:`ml.compiled.FleetPlan`, the fitted Isolation-Forest
   fleet as plain arrays (features from running sums, the forest as complete binary trees,
-  calibration, alarm rules, severity bands). It needs numpy only, so the service can run
+  calibration, alarm rules, severity bands). It needs numpy and numba only, so the service can run
   it without importing scikit-learn, pandas or MLflow; a plan is only ever built after it
   scored a probe stream exactly as ``FleetModel.score`` (``ml.compiled.check_plan``).
 - :class:`ArrayFleetScorer` serves every other fleet (another family, an alarm rule the plan
@@ -64,6 +64,8 @@ class PlanScorer:
         self.metrics: tuple[str, ...] = self.plan.metrics
         self._lock = threading.Lock()
         self._state: dict[str, HostState] = {}
+        # Here, before the provider swaps this scorer in: a request must not wait for numba.
+        self.plan.warm_up()
 
     def score(self, batch: Batch) -> ScoreOutput:
         return self._score(batch, stateful=True)

@@ -8,7 +8,7 @@ otherwise keep for its whole life to use a few arrays. This process does that wo
 writes what the service needs into ``DIR`` and exits, returning the memory to the system:
 
 - ``plan.json`` + ``arrays.npz``: the model compiled by :mod:`ml.compiled`, checked equal
-  to ``FleetModel.score`` on a probe stream first; the service runs it with numpy alone;
+  to ``FleetModel.score`` on a probe stream first; the service runs it with numpy and numba alone;
 - else ``fleet.pkl``: the FleetModel itself (a family or alarm rule the plan does not
   express), which the service unpickles and scores through ``ml`` (still without MLflow);
 - ``meta.json`` last (written whole, then renamed): version, run id and which form. Its

@@ -339,7 +339,7 @@ def _rest_alias_version(tracking_uri: str, name: str, alias: str) -> str:
 def load_in_loader_process(tracking_uri: str, model_uri: str, timeout: float) -> Loaded:
     """Run :mod:`serving.loader` for ``model_uri`` and read what it wrote.
 
-    A compiled plan needs numpy only; a pickled FleetModel (a model the plan cannot express)
+    A compiled plan needs numpy and numba only; a pickled FleetModel (a model the plan cannot express)
     brings ``ml`` into this process, still not MLflow.
     """
     from serving.loader import META, PICKLE
@@ -616,7 +616,7 @@ def make_scorer(loaded: LoadedModelLike, source: str) -> Scorer:
     checked against its own ``score`` first) or anything with ``score(frame)``.
     """
     model = loaded.model
-    from ml.compiled import FleetPlan  # numpy only
+    from ml.compiled import FleetPlan  # numpy and numba only
     from serving import fast
 
     version, run_id = str(loaded.version), loaded.run_id

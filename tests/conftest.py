@@ -6,6 +6,7 @@ Keep this file small; area-specific fixtures live in the area's own conftest.py.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,12 @@ import pytest
 # NOTES.md: litellm fetches a cost map on import; offline that deadlocks MLflow. Child
 # processes inherit this too.
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+# One numba kernel cache for the whole run (and its child processes): ml.compiled would
+# otherwise cache under each test's fresh SMARTCLOUDOPS_HOME and compile its kernels again,
+# about 3 s, in every test that starts a loader or a server. The cache is keyed by source
+# and numba version, so sharing it cannot serve a stale kernel.
+_NUMBA_CACHE = os.path.join(tempfile.gettempdir(), f"smartcloudops-numba-{os.getuid()}")
+os.environ.setdefault("NUMBA_CACHE_DIR", _NUMBA_CACHE)
 
 # Settings that came from the shell running pytest (e.g. a PROMETHEUS_URL left exported by
 # `make up`) must not leak into tests; ones a test sets itself (monkeypatch) are its own.

@@ -100,7 +100,7 @@ def test_scorer_equals_fleet_model_score_row_by_row_and_in_batches(family: str, 
     reference = copy.deepcopy(fitted)
     scorer = make_scorer(Loaded(model=copy.deepcopy(fitted), version="3"), "test")
     if family == "forest_fleet":
-        # The forest fleet compiles to a numpy-only plan (it passed its load-time check).
+        # The forest fleet compiles to a plan (numpy and numba) (it passed its load-time check).
         assert isinstance(scorer, PlanScorer)
     else:
         assert isinstance(scorer, ArrayFleetScorer)
