@@ -36,19 +36,13 @@ META = "meta.json"
 PICKLE = "fleet.pkl"
 
 
-def _alias_of(model_uri: str) -> tuple[str, str] | None:
-    if not model_uri.startswith("models:/"):
-        return None
-    name, sep, alias = model_uri.removeprefix("models:/").rstrip("/").partition("@")
-    return (name, alias) if sep and name and alias else None
-
-
 def resolve(tracking_uri: str, model_uri: str) -> str:
     """The version ``model_uri`` names now (the URI itself when it pins one)."""
-    alias = _alias_of(model_uri)
+    from serving.model import ChampionSource, alias_of
+
+    alias = alias_of(model_uri)
     if alias is None:
         return model_uri
-    from serving.model import ChampionSource
 
     return ChampionSource(tracking_uri, alias[0], alias[1], isolated=False).resolve()
 

@@ -243,7 +243,7 @@ class UriSource:
         self.tracking_uri = tracking_uri
         self.isolated = isolated
         self.loader_timeout = loader_timeout
-        alias = _alias_of(model_uri)
+        alias = alias_of(model_uri)
         self._alias_source = (
             ChampionSource(tracking_uri, alias[0], alias[1], isolated=isolated, loader_timeout=loader_timeout)
             if alias
@@ -459,7 +459,8 @@ def _require_sqlite_file(tracking_uri: str) -> None:
         raise ModelError(f"no MLflow database at {path} yet (train a model first)")
 
 
-def _alias_of(model_uri: str) -> tuple[str, str] | None:
+def alias_of(model_uri: str) -> tuple[str, str] | None:
+    """``(name, alias)`` of a ``models:/name@alias`` URI, else None (a pinned URI)."""
     if not model_uri.startswith("models:/"):
         return None
     name, sep, alias = model_uri.removeprefix("models:/").rstrip("/").partition("@")

@@ -155,7 +155,8 @@ class EventStore:
         head, sep, tail = self.url.partition("@")
         return f"{head.split('://')[0]}://***@{tail}" if sep else self.url
 
-    def _t(self, name: str) -> sa.Table:
+    def table(self, name: str) -> sa.Table:
+        """A table of this store (created on first use); for stores that share its database."""
         self.engine  # noqa: B018 - creates the tables on first use
         return self._tables[name]
 
@@ -184,13 +185,13 @@ class EventStore:
         ]
         if not rows:
             return 0
-        table = self._t("anomalies")
+        table = self.table("anomalies")
         ids = [r["anomaly_id"] for r in rows]
         known_ids = sa.select(table.c.anomaly_id).where(table.c.anomaly_id.in_(ids))
         attempts = 2
         while True:
             try:
-                with self._begin() as conn:
+                with self.begin() as conn:
                     known = set(conn.scalars(known_ids))
                     fresh = [r for r in rows if r["anomaly_id"] not in known]
                     if fresh:
@@ -207,20 +208,20 @@ class EventStore:
     ) -> list[Anomaly]:
         import sqlalchemy as sa
 
-        table = self._t("anomalies")
+        table = self.table("anomalies")
         query = sa.select(table).order_by(table.c.timestamp.desc()).limit(max(0, limit))
         if since is not None:
             query = query.where(table.c.timestamp >= _utc(since))
         if host is not None:
             query = query.where(table.c.host == host)
-        with self._connect() as conn:
+        with self.connect() as conn:
             return [self._anomaly(row._mapping) for row in conn.execute(query)]
 
     def get_anomaly(self, anomaly_id: str) -> Anomaly | None:
         import sqlalchemy as sa
 
-        table = self._t("anomalies")
-        with self._connect() as conn:
+        table = self.table("anomalies")
+        with self.connect() as conn:
             row = conn.execute(sa.select(table).where(table.c.anomaly_id == anomaly_id)).first()
         return self._anomaly(row._mapping) if row else None
 
@@ -242,7 +243,7 @@ class EventStore:
     def record_action(self, record: ActionRecord) -> None:
         import sqlalchemy as sa
 
-        table = self._t("actions")
+        table = self.table("actions")
         row = {
             "action_id": record.action_id,
             "timestamp": _utc(record.timestamp),
@@ -258,7 +259,7 @@ class EventStore:
             "detail": record.detail,
             "verified": record.verified,
         }
-        with self._begin() as conn:
+        with self.begin() as conn:
             conn.execute(sa.delete(table).where(table.c.action_id == record.action_id))
             conn.execute(table.insert(), [row])
 
@@ -271,7 +272,7 @@ class EventStore:
     ) -> list[ActionRecord]:
         import sqlalchemy as sa
 
-        table = self._t("actions")
+        table = self.table("actions")
         query = sa.select(table).order_by(table.c.timestamp.desc()).limit(max(0, limit))
         if since is not None:
             query = query.where(table.c.timestamp >= _utc(since))
@@ -279,14 +280,14 @@ class EventStore:
             query = query.where(table.c.instance == instance)
         if status is not None:
             query = query.where(table.c.result == status.value)
-        with self._connect() as conn:
+        with self.connect() as conn:
             return [self._action(row._mapping) for row in conn.execute(query)]
 
     def get_action(self, action_id: str) -> ActionRecord | None:
         import sqlalchemy as sa
 
-        table = self._t("actions")
-        with self._connect() as conn:
+        table = self.table("actions")
+        with self.connect() as conn:
             row = conn.execute(sa.select(table).where(table.c.action_id == action_id)).first()
         return self._action(row._mapping) if row else None
 
@@ -318,16 +319,16 @@ class EventStore:
         """
         import sqlalchemy as sa
 
-        table = self._t("claims")
+        table = self.table("claims")
         now = utcnow()
         expires = now + timedelta(seconds=ttl_seconds) if ttl_seconds is not None else None
         expired = sa.delete(table).where(
             table.c.key == key, table.c.expires_at.is_not(None), table.c.expires_at <= now
         )
-        with self._begin() as conn:
+        with self.begin() as conn:
             conn.execute(expired)
         try:
-            with self._begin() as conn:
+            with self.begin() as conn:
                 conn.execute(table.insert(), [{"key": key, "owner": owner, "expires_at": expires}])
         except sa.exc.IntegrityError:
             return False
@@ -336,8 +337,8 @@ class EventStore:
     def release(self, key: str) -> None:
         import sqlalchemy as sa
 
-        table = self._t("claims")
-        with self._begin() as conn:
+        table = self.table("claims")
+        with self.begin() as conn:
             conn.execute(sa.delete(table).where(table.c.key == key))
 
     # -- small JSON state ----------------------------------------------------------------
@@ -345,25 +346,27 @@ class EventStore:
     def put_state(self, key: str, value: dict[str, Any]) -> None:
         import sqlalchemy as sa
 
-        table = self._t("state")
-        with self._begin() as conn:
+        table = self.table("state")
+        with self.begin() as conn:
             conn.execute(sa.delete(table).where(table.c.key == key))
             conn.execute(table.insert(), [{"key": key, "value": json.dumps(value, default=str)}])
 
     def get_state(self, key: str) -> dict[str, Any] | None:
         import sqlalchemy as sa
 
-        table = self._t("state")
-        with self._connect() as conn:
+        table = self.table("state")
+        with self.connect() as conn:
             raw = conn.scalar(sa.select(table.c.value).where(table.c.key == key))
         return json.loads(raw) if raw is not None else None
 
     # -- connections ---------------------------------------------------------------------
 
-    def _begin(self) -> Any:
+    def begin(self) -> Any:
+        """A transaction; SQLAlchemy errors other than integrity ones become StoreError."""
         return _Translated(lambda: self.engine.begin(), self._safe_url())
 
-    def _connect(self) -> Any:
+    def connect(self) -> Any:
+        """A connection, with the same error translation as :meth:`begin`."""
         return _Translated(lambda: self.engine.connect(), self._safe_url())
 
 

@@ -217,13 +217,7 @@ class LabelStore:
     # The event store owns the schema and the error translation; labels reuse both rather
     # than opening a second engine on the same database.
     def _table(self) -> Any:
-        return self.events._t("labels")
-
-    def _begin(self) -> Any:
-        return self.events._begin()
-
-    def _connect(self) -> Any:
-        return self.events._connect()
+        return self.events.table("labels")
 
     def add(
         self,
@@ -259,7 +253,7 @@ class LabelStore:
             "created_at": label.created_at,
         }
         try:
-            with self._begin() as conn:
+            with self.events.begin() as conn:
                 conn.execute(self._table().insert(), [row])
         except sa.exc.IntegrityError as exc:
             # Someone stored the same window between our read and our insert.
@@ -280,7 +274,7 @@ class LabelStore:
         if label.anomaly_id is not None:
             same = sa.or_(same, table.c.anomaly_id == label.anomaly_id)
         query = sa.select(table).where(same, table.c.kind == label.kind).limit(1)
-        with self._connect() as conn:
+        with self.events.connect() as conn:
             row = conn.execute(query).first()
         return _label(row._mapping) if row else None
 
@@ -288,7 +282,7 @@ class LabelStore:
         import sqlalchemy as sa
 
         table = self._table()
-        with self._connect() as conn:
+        with self.events.connect() as conn:
             row = conn.execute(sa.select(table).where(table.c.label_id == label_id)).first()
         return _label(row._mapping) if row else None
 
@@ -316,7 +310,7 @@ class LabelStore:
             query = query.where(table.c.window_end >= parse_time(since, "since"))
         if until is not None:
             query = query.where(table.c.window_start <= parse_time(until, "until"))
-        with self._connect() as conn:
+        with self.events.connect() as conn:
             return [_label(row._mapping) for row in conn.execute(query)]
 
     def delete(self, label_id: str) -> bool:
@@ -325,7 +319,7 @@ class LabelStore:
         if not isinstance(label_id, str) or not LABEL_ID_RE.fullmatch(label_id.strip()):
             raise LabelError("label_id", "must be a label id like lbl-1a2b3c4d5e6f")
         table = self._table()
-        with self._begin() as conn:
+        with self.events.begin() as conn:
             result = conn.execute(sa.delete(table).where(table.c.label_id == label_id.strip()))
         return bool(result.rowcount)
 
@@ -345,7 +339,7 @@ class LabelStore:
             table.c.window_end >= begin,
         )
         spans: dict[str, list[tuple[datetime, datetime]]] = {}
-        with self._connect() as conn:
+        with self.events.connect() as conn:
             for host, win_start, win_end in conn.execute(query):
                 spans.setdefault(host, []).append((_aware(win_start), _aware(win_end)))
         return {

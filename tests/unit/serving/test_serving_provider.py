@@ -14,7 +14,7 @@ from serving.model import (
     FleetScorer,
     ModelProvider,
     UriSource,
-    _alias_of,
+    alias_of,
     make_scorer,
 )
 from smartcloudops.errors import ModelError
@@ -171,9 +171,9 @@ def test_from_settings_picks_champion_or_the_given_uri(tmp_path: Any) -> None:
 
 
 def test_alias_uris_are_followed() -> None:
-    assert _alias_of("models:/m@challenger") == ("m", "challenger")
-    assert _alias_of("models:/m/3") is None
-    assert _alias_of("runs:/abc/model") is None
+    assert alias_of("models:/m@challenger") == ("m", "challenger")
+    assert alias_of("models:/m/3") is None
+    assert alias_of("runs:/abc/model") is None
 
 
 def test_champion_source_never_creates_a_missing_sqlite_store(tmp_path: Any) -> None:
