@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ml.alarm_step import alarm_step
+
 
 def _numba_cache_dir() -> str:
     """Where compiled kernels are cached: under SMARTCLOUDOPS_HOME (never site-packages,
@@ -681,21 +683,13 @@ class FleetPlan:
         """The alarm rules for one row on plain numbers (same steps as :meth:`_alarms`):
         (alarm, recent flags, last alarm, last alarm per key) after it."""
         rules = self.alarm
-        flag = score >= self.line
-        recent = previous.recent if previous is not None else ()
-        window = (*recent[len(recent) - (rules.n - 1) :], flag) if rules.n > 1 else (flag,)
-        candidate = flag and (sum(window) >= rules.m or (rules.bypass is not None and score >= rules.bypass))
-        last = previous.last_alarm_ns if previous is not None else None
-        by_key = dict(previous.last_by_key) if previous is not None else {}
-        if key is None and not by_key and last is not None:
-            by_key[0] = last
-        alarm = False
-        if candidate:
-            before = by_key.get(key or 0)
-            if before is None or rules.cooldown_ns == 0 or t >= before + rules.cooldown_ns:
-                alarm, last, by_key[key or 0] = True, t, t
-        kept = window[len(window) - (rules.n - 1) :] if rules.n > 1 else ()
-        return alarm, kept, last, by_key
+        return alarm_step(
+            previous.recent if previous is not None else (),
+            previous.last_alarm_ns if previous is not None else None,
+            dict(previous.last_by_key) if previous is not None else {},
+            flag=score >= self.line, score=score, t=t, key=key,
+            m=rules.m, n=rules.n, bypass=rules.bypass, cooldown_ns=rules.cooldown_ns,
+        )  # fmt: skip
 
     def severities(self, scores: FloatArray, alarms: npt.NDArray[np.bool_]) -> list[str | None]:
         out: list[str | None] = [None] * len(scores)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ml.alarm_step import alarm_step
 from serving.schema import Batch, ScoreOutput
 from smartcloudops.errors import ModelError
 
@@ -254,7 +255,8 @@ class _AlarmRowPlan:
 
     The policy's array code builds a dozen small arrays per call; one live row needs a
     handful of comparisons. The routine bar is still the policy's ``routine_bar``; M-of-N
-    with bypass and the cooldown per key are done here in the same order, with the same
+    with bypass and the cooldown per key are :func:`ml.alarm_step.alarm_step` (shared with
+    ``ml.compiled``), in the same order, with the same
     :class:`ml.alarms.AlarmState` out, so one-row and batch calls can follow each other on
     one host. :meth:`build` refuses a policy with
     parameters it does not know and checks itself against ``apply_array`` on a random row
@@ -320,26 +322,11 @@ class _AlarmRowPlan:
             # cheap M-of-N and cooldown steps are done here on Python numbers.
             bar, hour_max = self.policy.routine_bar(np.array([t], dtype=np.int64), np.array([score]), state)
             raw = raw and score >= self.margin * float(bar[0])
-        prefix = state.recent[-(self.n - 1) :] if self.n > 1 else ()
-        full = (*(bool(x) for x in prefix), bool(raw))
-        # A candidate is a flagged row with enough company (or beyond the bypass level).
-        candidate = raw and sum(full[-self.n :]) >= self.m
-        if self.bypass is not None:
-            candidate = candidate or (raw and score >= self.bypass)
-        last = state.last_alarm_ns
-        by_key = dict(state.last_by_key)
-        if key is None and not by_key and last is not None:
-            by_key[0] = last
-        row_key = 0 if key is None else key
-        alarm = False
-        if candidate:
-            previous = by_key.get(row_key)
-            if previous is None or t >= previous + self.cooldown or self.cooldown == 0:
-                alarm = True
-                last = t
-                by_key[row_key] = t
-        keep = max(self.n - 1, 0)
-        recent = full[len(full) - keep :] if keep else ()
+        alarm, recent, last, by_key = alarm_step(
+            tuple(bool(x) for x in state.recent), state.last_alarm_ns, dict(state.last_by_key),
+            flag=bool(raw), score=score, t=t, key=key,
+            m=self.m, n=self.n, bypass=self.bypass, cooldown_ns=self.cooldown,
+        )  # fmt: skip
         new_state = self.state_cls(
             recent=recent, last_alarm_ns=last, last_by_key=tuple(sorted(by_key.items())), hour_max=hour_max
         )
