@@ -79,9 +79,9 @@ if not _numba_config.CACHE_DIR:  # numba was imported before this module set the
 
 DAY_NS = 86_400 * 10**9
 #: Version of the on-disk plan layout (:meth:`FleetPlan.save`); a reader refuses others.
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 #: Per-metric feature kinds this module computes, in ``ml.features`` column order.
-FEATURE_KINDS = ("value", "diff", "dev", "std")
+FEATURE_KINDS = ("value", "diff", "dev", "std", "seasonal")
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -203,6 +203,7 @@ def _score_row(
     feature_fill: FloatArray,
     center: FloatArray,
     scale: FloatArray,
+    profile: FloatArray,
     baseline: float,
     line: float,
     feature: npt.NDArray[np.int32],
@@ -229,13 +230,15 @@ def _score_row(
                 else:
                     last = values[i, j]
     here = rows - 1
-    kinds = 4
+    kinds = 5
     feats = np.empty(kinds * m + 2)
     lo = max(0, here - window)
     count = here - lo
+    tod_bin = (t % DAY_NS) * profile.shape[0] // DAY_NS
     for j in range(m):
         x = values[here, j]
         feats[kinds * j] = x
+        feats[kinds * j + 4] = x - profile[tod_bin, j] if profile.shape[0] > 1 else 0.0
         feats[kinds * j + 1] = x - values[here - 1, j] if here else math.nan
         if here >= warmup:
             total = 0.0
@@ -413,6 +416,7 @@ class DetectorPlan:
     feature_fill: FloatArray  # per feature: training medians for features without history
     center: FloatArray  # per feature: robust centre and scale of contributions
     scale: FloatArray
+    profile: FloatArray  # (time-of-day bins, metrics): the seasonal baseline
     baseline: float  # calibration: (raw - baseline) / (line - baseline), clipped at 0
     line: float
     forest: CompiledForest
@@ -479,10 +483,11 @@ class FleetPlan:
         self.line = float(line)
         self.info = dict(info or {})
         if any(d.feature_fill.shape != (len(FEATURE_KINDS) * len(self.metrics) + 2,) for d in detectors):
-            raise NotCompilableError("feature count differs from 4 per metric + time of day")
+            kinds = len(FEATURE_KINDS)
+            raise NotCompilableError(f"feature count differs from {kinds} per metric + time of day")
         for det in detectors:
             # One memory layout and dtype for every call: each other one is another compilation.
-            for name in ("fill", "feature_fill", "center", "scale"):
+            for name in ("fill", "feature_fill", "center", "scale", "profile"):
                 setattr(det, name, np.ascontiguousarray(getattr(det, name), dtype=np.float64))
 
     def warm_up(self) -> None:
@@ -501,7 +506,7 @@ class FleetPlan:
         arrays: dict[str, np.ndarray] = {}
         detectors = []
         for i, det in enumerate(self.detectors):
-            for name in ("fill", "feature_fill", "center", "scale"):
+            for name in ("fill", "feature_fill", "center", "scale", "profile"):
                 arrays[f"d{i}_{name}"] = getattr(det, name)
             for name, value in det.forest.arrays().items():
                 arrays[f"d{i}_forest_{name}"] = value
@@ -546,6 +551,7 @@ class FleetPlan:
                     feature_fill=arrays[f"d{i}_feature_fill"],
                     center=arrays[f"d{i}_center"],
                     scale=arrays[f"d{i}_scale"],
+                    profile=arrays[f"d{i}_profile"],
                     baseline=float(spec["baseline"]),
                     line=float(spec["line"]),
                     forest=forest,
@@ -666,7 +672,7 @@ class FleetPlan:
         contrib = np.empty(m)
         score = _score_row(
             seg_values, t, det.window, det.warmup, det.fill, det.feature_fill, det.center, det.scale,
-            det.baseline, det.line, forest._feature32, forest.threshold, forest.leaf_value,
+            det.profile, det.baseline, det.line, forest._feature32, forest.threshold, forest.leaf_value,
             forest.n_trees, forest.depth, forest.denominator, contrib,
         )  # fmt: skip
 
@@ -754,9 +760,17 @@ class FleetPlan:
 
         scores = np.empty(len(own))
         contrib = np.empty((len(own), m))
+        own_ts = ts[own]
+        seasonal = FEATURE_KINDS.index("seasonal")
         for d in np.unique(det_row).tolist():
             det = self.detectors[d]
             rows = np.flatnonzero(det_row == d) if len(self.detectors) > 1 else slice(None)
+            # The seasonal baseline is the detector's own: filled in per detector.
+            if len(det.profile) > 1:
+                tod_bin = (own_ts[rows] % DAY_NS) * len(det.profile) // DAY_NS
+                feats[rows, seasonal : k * m : k] = x[rows] - det.profile[tod_bin]
+            else:  # no season known (ml.features.causal_features)
+                feats[rows, seasonal : k * m : k] = 0.0
             f = feats[rows]
             f = np.where(np.isnan(f), det.feature_fill, f)
             raw = det.forest.anomaly_score(f)
@@ -917,6 +931,7 @@ def compile_fleet(fleet: Any) -> FleetPlan:
                 feature_fill=np.asarray(det.feature_fill_, dtype=np.float64),
                 center=np.asarray(det.feature_center_, dtype=np.float64),
                 scale=np.asarray(det.feature_scale_, dtype=np.float64),
+                profile=np.asarray(det.profile_, dtype=np.float64),
                 baseline=float(det.threshold_.baseline_),
                 line=float(det.threshold_.threshold_),
                 forest=forest,

@@ -22,7 +22,7 @@ import pandas as pd
 DAY_NS = 86_400 * 10**9
 
 #: Per-metric feature kinds produced by :func:`causal_features`, in column order.
-PER_METRIC_FEATURES: tuple[str, ...] = ("value", "diff", "dev", "std")
+PER_METRIC_FEATURES: tuple[str, ...] = ("value", "diff", "dev", "std", "seasonal")
 #: Features shared by all metrics (time of day on the unit circle).
 SHARED_FEATURES: tuple[str, ...] = ("tod_sin", "tod_cos")
 
@@ -52,6 +52,28 @@ def time_of_day(timestamps_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def tod_bins(timestamps_ns: np.ndarray, n_bins: int) -> np.ndarray:
     """Index of each timestamp's time-of-day bin (``n_bins`` equal bins per UTC day)."""
     return ((np.asarray(timestamps_ns, dtype=np.int64) % DAY_NS) * n_bins // DAY_NS).astype(np.intp)
+
+
+def tod_profile(values: np.ndarray, timestamps_ns: np.ndarray, n_bins: int, min_days: float) -> np.ndarray:
+    """The seasonal baseline: per time-of-day bin, the median of each metric, ``(bins, m)``.
+
+    With under ``min_days`` days of data the profile is one bin, the overall median: a
+    profile fitted on less than that fits that day's noise (each bin's median comes from the
+    very points it is then compared with) and departs from every later day. Bins without a
+    row take the overall median.
+    """
+    values = np.asarray(values, dtype=float)
+    ts = np.asarray(timestamps_ns, dtype=np.int64)
+    span_days = (ts.max() - ts.min()) / DAY_NS if len(ts) else 0.0
+    bins_used = n_bins if span_days >= min_days else 1
+    overall = np.median(values, axis=0)
+    profile = np.tile(overall, (bins_used, 1))
+    bins = tod_bins(ts, bins_used)
+    for b in range(bins_used):
+        rows = bins == b
+        if rows.any():
+            profile[b] = np.median(values[rows], axis=0)
+    return profile
 
 
 def _previous_windows(values: np.ndarray, window: int) -> np.ndarray:
@@ -110,11 +132,15 @@ def feature_names(metrics: Sequence[str]) -> list[str]:
     return names + list(SHARED_FEATURES)
 
 
-def causal_features(values: np.ndarray, timestamps_ns: np.ndarray, window: int) -> np.ndarray:
-    """Feature matrix ``(n, 4·m + 2)`` in :func:`feature_names` order.
+def causal_features(
+    values: np.ndarray, timestamps_ns: np.ndarray, window: int, profile: np.ndarray
+) -> np.ndarray:
+    """Feature matrix ``(n, 5·m + 2)`` in :func:`feature_names` order.
 
     Per metric: the value; its first difference; its deviation from the mean of the
-    previous ``window`` rows; the standard deviation of those rows. Then time of day
+    previous ``window`` rows; the standard deviation of those rows; its deviation from the
+    seasonal baseline ``profile`` (:func:`tod_profile`, fitted on training data: what this
+    metric usually reads at this time of day; 0 with a one-bin profile). Then time of day
     (sin, cos). Rows with less than half a window of history get NaN for the rolling
     features (and the first row for the difference): detectors fill NaN with the training
     median of that feature, a neutral value for a tree ensemble.
@@ -130,6 +156,13 @@ def causal_features(values: np.ndarray, timestamps_ns: np.ndarray, window: int) 
     mean = rolling_previous(values, window, "mean", warmup)
     std = rolling_previous(values, window, "std", warmup)
     dev = values - mean
-    per_metric = np.stack([values, diff, dev, std], axis=2).reshape(n, m * len(PER_METRIC_FEATURES))
+    # A one-bin profile (under profile_min_days of training) knows no season: the departure
+    # would only repeat the value, and a duplicated column dilutes the random splits of a
+    # forest. Zero there, a constant no tree splits on.
+    if len(profile) > 1:
+        seasonal = values - profile[tod_bins(timestamps_ns, len(profile))]
+    else:
+        seasonal = np.zeros_like(values)
+    per_metric = np.stack([values, diff, dev, std, seasonal], axis=2).reshape(n, m * len(PER_METRIC_FEATURES))
     sin, cos = time_of_day(timestamps_ns)
     return np.hstack([per_metric, sin[:, None], cos[:, None]])

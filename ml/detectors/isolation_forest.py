@@ -9,7 +9,7 @@ from sklearn.ensemble import IsolationForest
 
 from ml.compiled import CompiledForest
 from ml.detectors.base import BaseDetector, Segment
-from ml.features import PER_METRIC_FEATURES, causal_features, feature_names, rows_for
+from ml.features import PER_METRIC_FEATURES, causal_features, feature_names, rows_for, tod_profile
 from ml.thresholds import QuantileThreshold, Threshold
 
 
@@ -24,13 +24,15 @@ def robust_scale(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class IsolationForestDetector(BaseDetector):
     """IsolationForest on value, first difference, deviation from and spread of the
-    previous ``window`` of each metric, plus time of day.
+    previous ``window``, and deviation from the seasonal baseline of each metric (its training
+    median in the same time-of-day bin, ``n_bins`` per UTC day; one bin with under
+    ``profile_min_days`` of training data), plus time of day.
 
     Raw score: the isolation-forest anomaly score ``2^(-E[h]/c)`` in (0, 1] (equal to
     ``-IsolationForest.score_samples``), higher = more anomalous.
 
     Contributions: for each metric, the largest robust z-score (|x − training median| /
-    (1.4826 · training MAD)) among its four features; the row's values are then normalised to
+    (1.4826 · training MAD)) among its five features; the row's values are then normalised to
     sum 1. Trees do not give per-feature attributions cheaply; this says which metric's
     features sit furthest from their training distribution, which is what an operator asks.
     """
@@ -43,6 +45,8 @@ class IsolationForestDetector(BaseDetector):
         n_estimators: int = 100,
         max_samples: int = 256,
         window: str = "1h",
+        n_bins: int = 24,
+        profile_min_days: float = 2.0,
         metrics: Sequence[str] | None = None,
         threshold: Threshold | None = None,
         random_state: int = 0,
@@ -50,6 +54,8 @@ class IsolationForestDetector(BaseDetector):
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.window = window
+        self.n_bins = n_bins
+        self.profile_min_days = profile_min_days
         self.metrics = metrics
         self.threshold = threshold
         self.random_state = random_state
@@ -58,7 +64,7 @@ class IsolationForestDetector(BaseDetector):
         return int(self.window_rows_) + 1
 
     def _features(self, segment: Segment) -> np.ndarray:
-        feats = causal_features(segment.values, segment.timestamps, self.window_rows_)
+        feats = causal_features(segment.values, segment.timestamps, self.window_rows_, self.profile_)
         return np.where(np.isnan(feats), self.feature_fill_[None, :], feats)
 
     def default_threshold(self) -> Threshold:
@@ -72,7 +78,16 @@ class IsolationForestDetector(BaseDetector):
 
     def _fit(self, segments: list[Segment]) -> None:
         self.feature_names_ = feature_names(self.metrics_)
-        raw_feats = [causal_features(s.values, s.timestamps, self.window_rows_) for s in segments]
+        masks = [slice(None) if s.fit_mask is None else s.fit_mask for s in segments]
+        self.profile_ = tod_profile(
+            np.vstack([s.values[m] for s, m in zip(segments, masks, strict=True)]),
+            np.concatenate([s.timestamps[m] for s, m in zip(segments, masks, strict=True)]),
+            self.n_bins,
+            self.profile_min_days,
+        )
+        raw_feats = [
+            causal_features(s.values, s.timestamps, self.window_rows_, self.profile_) for s in segments
+        ]
         stacked = np.vstack(
             [f if s.fit_mask is None else f[s.fit_mask] for f, s in zip(raw_feats, segments, strict=True)]
         )

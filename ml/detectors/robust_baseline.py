@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ml.detectors.base import BaseDetector, Segment
-from ml.features import DAY_NS, rolling_previous, rows_for, tod_bins
+from ml.features import rolling_previous, rows_for, tod_bins, tod_profile
 from ml.thresholds import QuantileThreshold, Threshold
 
 _MAD_TO_SIGMA = 1.4826
@@ -253,19 +253,11 @@ class RobustBaselineDetector(BaseDetector):
         raw_values = np.vstack([s.values[m] for s, m in zip(segments, masks, strict=True)])
         self.asinh_scale_ = self._choose_transform(raw_values)
         values = self._transformed(raw_values)
-        # A profile fitted on under `profile_min_days` days fits that day's noise (each bin's
-        # median is computed from the very points it is then compared with) and alarms on
-        # every later day; below that, the local level alone follows the daily cycle.
-        span_days = (ts.max() - ts.min()) / DAY_NS if len(ts) else 0.0
-        self.n_bins_ = self.n_bins if span_days >= self.profile_min_days else 1
-        bins = tod_bins(ts, self.n_bins_)
+        # With under `profile_min_days` days the profile is one bin and the local level alone
+        # follows the daily cycle.
+        self.profile_ = tod_profile(values, ts, self.n_bins, self.profile_min_days)
+        self.n_bins_ = len(self.profile_)
         overall = np.median(values, axis=0)
-        profile = np.tile(overall, (self.n_bins_, 1))
-        for b in range(self.n_bins_):
-            rows = bins == b
-            if rows.any():
-                profile[b] = np.median(values[rows], axis=0)
-        self.profile_ = profile
 
         if self.vol_rows_ > 1:
             first = [self._channels(s)[-1] for s in segments]

@@ -14,7 +14,7 @@ from sklearn.ensemble import IsolationForest
 from ml.alarms import AlarmPolicy, AlarmState
 from ml.detectors import IsolationForestDetector, ProphetDetector, RobustBaselineDetector
 from ml.detectors._forest import CompiledForest
-from ml.features import causal_features, feature_names, rolling_previous
+from ml.features import causal_features, feature_names, rolling_previous, tod_profile
 from ml.severity import severity_from_score, severity_labels
 from ml.thresholds import PotThreshold, QuantileThreshold, RateThreshold, exponential_tail_line
 from smartcloudops.domain import Severity
@@ -151,11 +151,30 @@ def test_features_are_causal() -> None:
     rng = np.random.default_rng(0)
     values = rng.normal(size=(200, 2))
     ts = pd.date_range("2024", periods=200, freq="min").as_unit("ns").asi8
-    base = causal_features(values, ts, window=10)
+    profile = tod_profile(values[:100], ts[:100], n_bins=24, min_days=0.0)
+    base = causal_features(values, ts, window=10, profile=profile)
     changed = values.copy()
     changed[150:] += 100.0
-    np.testing.assert_array_equal(causal_features(changed, ts, window=10)[:150], base[:150])
+    np.testing.assert_array_equal(causal_features(changed, ts, window=10, profile=profile)[:150], base[:150])
     assert base.shape == (200, len(feature_names(["a", "b"])))
+
+
+def test_seasonal_feature_is_the_departure_from_the_usual_level_at_that_hour() -> None:
+    ts = pd.date_range("2024-01-01", periods=4 * 288, freq="5min").as_unit("ns").asi8
+    hour = (ts // 3_600_000_000_000) % 24
+    busy = np.where((hour >= 9) & (hour < 17), 80.0, 20.0)[:, None]
+    profile = tod_profile(busy[: 3 * 288], ts[: 3 * 288], n_bins=24, min_days=2.0)
+    assert profile.shape == (24, 1)
+    assert profile[12, 0] == 80.0 and profile[3, 0] == 20.0
+    night_spike = busy.copy()
+    night_spike[3 * 288 + 36] = 80.0  # 03:00 on day 4 reads what 12:00 usually reads
+    feats = causal_features(night_spike, ts, window=12, profile=profile)
+    seasonal = feats[:, feature_names(["cpu"]).index("cpu__seasonal")]
+    assert seasonal[3 * 288 + 36] == 60.0
+    assert np.count_nonzero(seasonal) == 1  # every usual reading sits on its baseline
+    # Under min_days of data the baseline is one bin: the overall median.
+    flat = tod_profile(busy[:288], ts[:288], n_bins=24, min_days=2.0)
+    assert flat.shape == (1, 1) and flat[0, 0] == 20.0
 
 
 def test_rolling_previous_excludes_the_current_row() -> None:
