@@ -280,6 +280,87 @@ def _score_row(
     return score
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _batch_features(
+    values: FloatArray,
+    seg_start: npt.NDArray[np.intp],
+    own: npt.NDArray[np.intp],
+    ts: npt.NDArray[np.int64],
+    det_row: npt.NDArray[np.intp],
+    window: npt.NDArray[np.intp],
+    warmup: npt.NDArray[np.intp],
+    feature_fill: FloatArray,
+    center: FloatArray,
+    scale: FloatArray,
+    profiles: FloatArray,
+    profile_start: npt.NDArray[np.intp],
+    feats: FloatArray,
+    contrib: FloatArray,
+) -> None:
+    """Features (into ``feats``) and normalised contributions (into ``contrib``) of the own
+    rows ``own`` of imputed segments laid end to end (``seg_start``: each row's segment
+    start). Per detector ``det_row[r]``: its window, warm-up, feature fill, contribution
+    centre and scale, and seasonal profile (rows ``profile_start[d]:profile_start[d + 1]`` of
+    ``profiles``). The rolling mean and spread come from running sums of the values less
+    their segment's first row (exact zeros for constant series, no large totals to cancel).
+    The per-metric order is :data:`FEATURE_KINDS`, written out here as in :func:`_score_row`:
+    a change of features changes both.
+    """
+    rows, m = values.shape
+    kinds = 5
+    sums = np.zeros((rows + 1, m))
+    squares = np.zeros((rows + 1, m))
+    for i in range(rows):
+        base = seg_start[i]
+        for j in range(m):
+            shifted = values[i, j] - values[base, j]
+            sums[i + 1, j] = sums[i, j] + shifted
+            squares[i + 1, j] = squares[i, j] + shifted * shifted
+    n_feats = kinds * m + 2
+    for r in range(len(own)):
+        i = own[r]
+        first = seg_start[i]
+        d = det_row[r]
+        lo = max(first, i - window[d])
+        count = i - lo
+        ready = count >= warmup[d]
+        p0 = profile_start[d]
+        bins = profile_start[d + 1] - p0
+        tod_bin = (ts[i] % DAY_NS) * bins // DAY_NS
+        for j in range(m):
+            x = values[i, j]
+            feats[r, kinds * j] = x
+            feats[r, kinds * j + 1] = x - values[i - 1, j] if i > first else math.nan
+            if ready:
+                mean = (sums[i, j] - sums[lo, j]) / count
+                var = max((squares[i, j] - squares[lo, j]) / count - mean * mean, 0.0)
+                feats[r, kinds * j + 2] = (x - values[first, j]) - mean
+                feats[r, kinds * j + 3] = math.sqrt(var)
+            else:
+                feats[r, kinds * j + 2] = math.nan
+                feats[r, kinds * j + 3] = math.nan
+            # The seasonal baseline is the detector's own; none known: 0 (ml.features).
+            feats[r, kinds * j + 4] = x - profiles[p0 + tod_bin, j] if bins > 1 else 0.0
+        phase = 2.0 * np.pi * (ts[i] % DAY_NS) / DAY_NS
+        feats[r, kinds * m] = np.sin(phase)
+        feats[r, kinds * m + 1] = np.cos(phase)
+        for c in range(n_feats):
+            if math.isnan(feats[r, c]):
+                feats[r, c] = feature_fill[d, c]
+        total = 0.0
+        for j in range(m):
+            top = 0.0
+            for k in range(kinds):
+                c = kinds * j + k
+                z = abs(feats[r, c] - center[d, c]) / scale[d, c]
+                if k == 0 or z > top or math.isnan(z):  # a NaN wins, as in np.max
+                    top = z
+            contrib[r, j] = top
+            total += top
+        for j in range(m):
+            contrib[r, j] = contrib[r, j] / total if total > 0 else 0.0
+
+
 # -- the forest ------------------------------------------------------------------------------
 
 
@@ -460,6 +541,34 @@ class PlanOutput:
     contributions: FloatArray  # (n, metrics), each row sums to 1 or is all 0
 
 
+@dataclass(frozen=True)
+class _DetectorTables:
+    """The detectors' parameters stacked for :func:`_batch_features` (one row per detector;
+    the seasonal profiles end to end, detector ``d``'s at ``profile_start[d]:[d + 1]``)."""
+
+    window: npt.NDArray[np.intp]
+    warmup: npt.NDArray[np.intp]
+    feature_fill: FloatArray
+    center: FloatArray
+    scale: FloatArray
+    profiles: FloatArray
+    profile_start: npt.NDArray[np.intp]
+
+    @classmethod
+    def stack(cls, detectors: Sequence[DetectorPlan]) -> _DetectorTables:
+        profile_start = np.zeros(len(detectors) + 1, dtype=np.intp)
+        np.cumsum([len(d.profile) for d in detectors], out=profile_start[1:])
+        return cls(
+            window=np.array([d.window for d in detectors], dtype=np.intp),
+            warmup=np.array([d.warmup for d in detectors], dtype=np.intp),
+            feature_fill=np.ascontiguousarray(np.stack([d.feature_fill for d in detectors])),
+            center=np.ascontiguousarray(np.stack([d.center for d in detectors])),
+            scale=np.ascontiguousarray(np.stack([d.scale for d in detectors])),
+            profiles=np.ascontiguousarray(np.concatenate([d.profile for d in detectors]), dtype=np.float64),
+            profile_start=profile_start,
+        )
+
+
 class FleetPlan:
     """A fitted Isolation-Forest FleetModel as plain arrays (see the module doc)."""
 
@@ -489,6 +598,7 @@ class FleetPlan:
             # One memory layout and dtype for every call: each other one is another compilation.
             for name in ("fill", "feature_fill", "center", "scale", "profile"):
                 setattr(det, name, np.ascontiguousarray(getattr(det, name), dtype=np.float64))
+        self._tables = _DetectorTables.stack(detectors)
 
     def warm_up(self) -> None:
         """Compile (or load from the on-disk cache) every kernel scoring runs, so the first
@@ -728,58 +838,22 @@ class FleetPlan:
         det_row = det_of[own_host]
         fills = np.stack([d.fill for d in self.detectors])
         values = _impute(raw_values, seg_start, fills[np.repeat(det_of, seg_len)])
-        window = np.array([d.window for d in self.detectors], dtype=np.intp)[det_row]
-        warmup = np.array([d.warmup for d in self.detectors], dtype=np.intp)[det_row]
 
-        # Rolling mean and spread of the previous `window` rows, from running sums of the
-        # values less their segment's first row (exact zeros for constant series, and no
-        # large running totals to cancel).
-        shifted = values - values[seg_start]
-        sums = np.zeros((len(values) + 1, m))
-        squares = np.zeros((len(values) + 1, m))
-        np.cumsum(shifted, axis=0, out=sums[1:])
-        np.cumsum(shifted * shifted, axis=0, out=squares[1:])
-        first = seg_start[own]
-        lo = np.maximum(first, own - window)
-        count = (own - lo)[:, None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = (sums[own] - sums[lo]) / count
-            var = np.maximum((squares[own] - squares[lo]) / count - mean * mean, 0.0)
-        ready = (own - lo >= warmup)[:, None]
-        x = values[own]
-        dev = np.where(ready, shifted[own] - mean, np.nan)
-        std = np.where(ready, np.sqrt(var), np.nan)
-        diff = np.where((own > first)[:, None], x - values[np.maximum(own - 1, 0)], np.nan)
-        phase = 2.0 * np.pi * (ts[own] % DAY_NS) / DAY_NS
-        k = len(FEATURE_KINDS)
-        feats = np.empty((len(own), k * m + 2))
-        per_metric = feats[:, : k * m].reshape(len(own), m, k)
-        per_metric[:, :, 0], per_metric[:, :, 1], per_metric[:, :, 2], per_metric[:, :, 3] = x, diff, dev, std
-        feats[:, -2] = np.sin(phase)
-        feats[:, -1] = np.cos(phase)
-
-        scores = np.empty(len(own))
+        # Features and contributions of every own row in one compiled pass (the numpy
+        # version of the same arithmetic made ~25 temporary (rows, metrics) arrays).
+        feats = np.empty((len(own), len(FEATURE_KINDS) * m + 2))
         contrib = np.empty((len(own), m))
-        own_ts = ts[own]
-        seasonal = FEATURE_KINDS.index("seasonal")
+        t = self._tables
+        _batch_features(
+            np.ascontiguousarray(values), seg_start, own, ts, det_row, t.window, t.warmup,
+            t.feature_fill, t.center, t.scale, t.profiles, t.profile_start, feats, contrib,
+        )  # fmt: skip
+        scores = np.empty(len(own))
         for d in np.unique(det_row).tolist():
             det = self.detectors[d]
             rows = np.flatnonzero(det_row == d) if len(self.detectors) > 1 else slice(None)
-            # The seasonal baseline is the detector's own: filled in per detector.
-            if len(det.profile) > 1:
-                tod_bin = (own_ts[rows] % DAY_NS) * len(det.profile) // DAY_NS
-                feats[rows, seasonal : k * m : k] = x[rows] - det.profile[tod_bin]
-            else:  # no season known (ml.features.causal_features)
-                feats[rows, seasonal : k * m : k] = 0.0
-            f = feats[rows]
-            f = np.where(np.isnan(f), det.feature_fill, f)
-            raw = det.forest.anomaly_score(f)
+            raw = det.forest.anomaly_score(feats[rows])
             scores[rows] = np.maximum((raw - det.baseline) / (det.line - det.baseline), 0.0)
-            z = np.abs(f - det.center) / det.scale
-            contrib[rows] = z[:, : k * m].reshape(len(f), m, k).max(axis=2)
-        total = contrib.sum(axis=1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            contrib = np.where(total > 0, contrib / np.where(total > 0, total, 1.0), 0.0)
         return scores, contrib
 
     def _alarms(

@@ -18,7 +18,9 @@ unit test holds both equal to ``FleetModel.score`` row by row and batch by batch
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ml.alarm_step import alarm_step
+from serving import batch_response
 from serving.schema import Batch, ScoreOutput
 from smartcloudops.errors import ModelError
 
 if TYPE_CHECKING:
-    from ml.compiled import FleetPlan, HostState
+    from ml.compiled import FleetPlan, HostState, PlanOutput
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -67,6 +70,7 @@ class PlanScorer:
         self._state: dict[str, HostState] = {}
         # Here, before the provider swaps this scorer in: a request must not wait for numba.
         self.plan.warm_up()
+        batch_response.warm_up()
 
     def score(self, batch: Batch) -> ScoreOutput:
         return self._score(batch, stateful=True)
@@ -80,9 +84,9 @@ class PlanScorer:
             ts = batch_nanos(batch)
             if stateful:
                 with self._lock:
-                    out = self.plan.score(batch.hosts, ts, values, self._state)
+                    out = self._run(batch.hosts, ts, values, self._state)
             else:
-                out = self.plan.score(batch.hosts, ts, values, None)
+                out = self._run(batch.hosts, ts, values, None)
         except Exception as exc:  # any failure inside the model is the model's, not the request's
             raise ModelError(f"model {self.version} failed to score: {exc}") from exc
         return ScoreOutput(
@@ -92,6 +96,88 @@ class PlanScorer:
             contribution_matrix=out.contributions,
             contribution_metrics=self.metrics,
         )
+
+    def _run(
+        self, hosts: list[str], ts: np.ndarray, values: np.ndarray, state: dict[str, HostState] | None
+    ) -> PlanOutput:
+        large = len(hosts) >= PARALLEL_ROWS and _CPUS > 1
+        halves = _host_halves(hosts) if large and _spare_core() else None
+        if halves is None:
+            return self.plan.score(hosts, ts, values, state)
+        # A host's rows only ever meet its own rows and history, so two host groups scored
+        # apart give the rows of one call (to the last bits: the plan's running sums depend
+        # on what else is in the batch; tested to 1e-9). The kernels release the GIL: the
+        # forest walk of one group (most of a large batch) runs while the other's does.
+        from ml.compiled import PlanOutput
+
+        first, second = halves
+        second_hosts = [hosts[i] for i in second.tolist()]
+        pending = _pool().submit(self.plan.score, second_hosts, ts[second], values[second], state)
+        out_first = self.plan.score([hosts[i] for i in first.tolist()], ts[first], values[first], state)
+        out_second = pending.result()
+        n = len(hosts)
+        scores = np.empty(n)
+        anomaly = np.empty(n, dtype=bool)
+        contributions = np.empty((n, out_first.contributions.shape[1]))
+        severity = np.empty(n, dtype=object)
+        for rows, part in ((first, out_first), (second, out_second)):
+            scores[rows] = part.scores
+            anomaly[rows] = part.anomaly
+            contributions[rows] = part.contributions
+            severity[rows] = part.severity
+        return PlanOutput(scores, anomaly, severity.tolist(), contributions)
+
+
+#: Batches of at least this many rows are scored as two host groups on two threads.
+PARALLEL_ROWS = 2_000
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One extra thread for the second host group, started on the first large batch."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-hosts")
+        return _POOL
+
+
+def _spare_core() -> bool:
+    """Whether a core is idle right now: fewer runnable tasks than cores, this thread counted.
+
+    A second thread only helps on a free core; on a busy machine the two groups take turns
+    and cost more than one call. Measured here on a 10,000-row batch: with both cores taken
+    by other work, 31 ms in one call against 34 ms in two; over HTTP with a core free, 56 ms
+    per request in one call against 49 ms in two. Linux counts runnable tasks in
+    ``/proc/loadavg``; elsewhere the one-minute load average stands in.
+    """
+    try:
+        with open("/proc/loadavg", encoding="ascii") as fh:
+            return int(fh.read().split()[3].partition("/")[0]) < _CPUS
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] < _CPUS - 1
+
+
+def _host_halves(hosts: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Row indices of two host groups of about equal rows; None for a single host."""
+    index: dict[str, int] = dict.fromkeys(hosts, 0)
+    if len(index) < 2:
+        return None
+    for code, host in enumerate(index):
+        index[host] = code
+    codes = np.fromiter(map(index.__getitem__, hosts), dtype=np.intp, count=len(hosts))
+    counts = np.bincount(codes)
+    # Largest hosts first, each to the lighter group.
+    group = np.zeros(len(counts), dtype=bool)
+    load = [0, 0]
+    for code in np.argsort(-counts, kind="stable").tolist():
+        lighter = int(load[1] < load[0])
+        group[code] = bool(lighter)
+        load[lighter] += int(counts[code])
+    second = group[codes]
+    return np.flatnonzero(~second), np.flatnonzero(second)
 
 
 def _columns(batch: Batch, metrics: tuple[str, ...]) -> np.ndarray:
@@ -149,6 +235,7 @@ class ArrayFleetScorer:
             host: max(int(det.required_context()), 1) for host, det in self.model.detectors_.items()
         }
         self._fallback_keep = max(int(self.model.fallback_.required_context()), 1)
+        batch_response.warm_up()  # large responses: compiled before this scorer serves
 
     # -- Scorer protocol -------------------------------------------------------------------
     def score(self, batch: Batch) -> ScoreOutput:

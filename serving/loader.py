@@ -55,6 +55,11 @@ def load(tracking_uri: str, model_uri: str, out: Path) -> dict[str, Any]:
     fleet = loaded.model
     out.mkdir(parents=True, exist_ok=True)
     plan = compiled_plan(fleet)
+    # Compile the response writer here too, into the numba cache the service shares: the
+    # service then loads it from disk instead of holding the compiler's memory.
+    from serving.batch_response import warm_up
+
+    warm_up()
     if plan is not None:
         plan.save(out)
         form = "plan"

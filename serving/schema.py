@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
@@ -149,7 +150,13 @@ class ScoreOutput:
 
 def _rounded(matrix: npt.NDArray[np.float64]) -> list[list[float]]:
     # Four decimals like FleetModel.score; np.round (scale, rint, unscale) may differ from
-    # round() by one unit in the 4th decimal on exact ties, and is far faster on a batch.
+    # round(x, 4) by one unit in the 4th decimal on exact ties, and is far faster on a batch.
+    if len(matrix) == 1:
+        row = matrix[0].tolist()
+        if all(map(math.isfinite, row)):
+            # np.round's own steps on Python floats (round() of a float is rint: half to
+            # even; copysign keeps np.round's -0.0), cheaper than a numpy call for one row.
+            return [[math.copysign(round(v * 10_000.0) / 10_000.0, v) for v in row]]
     return list(np.round(matrix, 4).tolist())
 
 
@@ -236,8 +243,7 @@ def decode_score_request(
             )
         if parsed.metrics is None:
             raise RequestError(422, "missing_field", "`metrics` is required", "metrics")
-        rows = [ScoreRow(host=parsed.host, metrics=parsed.metrics, timestamp=parsed.timestamp)]
-        prefix = ""
+        return _single_row(parsed.host, parsed.metrics, parsed.timestamp, now)
 
     astuple = msgspec.structs.astuple
     values = np.array([v for row in rows for v in astuple(row.metrics)], dtype=np.float64)
@@ -262,16 +268,75 @@ def decode_score_request(
             f"{prefix.format(index)}metrics",
         )
 
-    default_ts = (now or _utcnow)()
-    timestamps = [
+    stamps: list[Timestamp] = list(map(_TIMESTAMP_OF, rows))
+    timestamps: list[datetime]
+    if set(map(type, stamps)) == {datetime} and set(map(_TZINFO_OF, stamps)) == {UTC}:
         # Aware UTC datetimes (the usual "...Z" or "+00:00") need no work.
-        stamp
-        if type(stamp) is datetime and stamp.tzinfo is UTC
-        else _timestamp(stamp, default_ts, prefix.format(i))
-        for i, stamp in enumerate(row.timestamp for row in rows)
-    ]
-    nanos = np.asarray([(stamp - _EPOCH) // _MICRO for stamp in timestamps], dtype=np.int64) * 1000
-    return Batch(hosts=[row.host for row in rows], timestamps=timestamps, values=values, nanos=nanos)
+        timestamps = stamps  # type: ignore[assignment]
+    else:
+        default_ts = (now or _utcnow)()
+        timestamps = [
+            stamp
+            if type(stamp) is datetime and stamp.tzinfo is UTC
+            else _timestamp(stamp, default_ts, prefix.format(i))
+            for i, stamp in enumerate(stamps)
+        ]
+    micros = _epoch_micros(timestamps)
+    # The model counts time in int64 nanoseconds: about 1677-09-22 to 2262-04-11.
+    outside = (micros < _MIN_MICROS) | (micros > _MAX_MICROS)
+    if outside.any():
+        index = int(np.argmax(outside))
+        raise RequestError(
+            422,
+            "invalid_field",
+            f"timestamp {timestamps[index].isoformat()} is out of range (years 1678 to 2261)",
+            f"{prefix.format(index)}timestamp",
+        )
+    return Batch(hosts=list(map(_HOST_OF, rows)), timestamps=timestamps, values=values, nanos=micros * 1000)
+
+
+def _single_row(host: str, metrics: Metrics, stamp: Timestamp, now: Callable[[], datetime] | None) -> Batch:
+    """One row (most of the traffic): the batch path's checks on plain Python values, since a
+    numpy reduction costs more than the whole check on six numbers."""
+    row = msgspec.structs.astuple(metrics)
+    if all(value is None for value in row):
+        raise RequestError(
+            422,
+            "missing_metric",
+            "at least one metric value is required; valid metrics: " + ", ".join(CANONICAL_METRICS),
+            "metrics",
+        )
+    for name, value in zip(CANONICAL_METRICS, row, strict=True):
+        if value is not None and math.isinf(value):
+            raise RequestError(422, "non_finite", "metric values must be finite numbers", f"metrics.{name}")
+    if type(stamp) is not datetime or stamp.tzinfo is not UTC:
+        stamp = _timestamp(stamp, (now or _utcnow)(), "")
+    micros = (stamp - _EPOCH) // _MICRO
+    if not _MIN_MICROS <= micros <= _MAX_MICROS:
+        raise RequestError(
+            422,
+            "invalid_field",
+            f"timestamp {stamp.isoformat()} is out of range (years 1678 to 2261)",
+            "timestamp",
+        )
+    return Batch(
+        hosts=[host],
+        timestamps=[stamp],
+        values=np.array([row], dtype=np.float64),
+        nanos=np.array([micros * 1000], dtype=np.int64),
+    )
+
+
+_TIMESTAMP_OF = attrgetter("timestamp")
+_TZINFO_OF = attrgetter("tzinfo")
+_HOST_OF = attrgetter("host")
+_MIN_MICROS = -(2**63) // 1000 + 1
+_MAX_MICROS = (2**63 - 1) // 1000
+
+
+def _epoch_micros(timestamps: list[datetime]) -> npt.NDArray[np.int64]:
+    """int64 epoch microseconds of aware datetimes, exact."""
+    return np.asarray([(stamp - _EPOCH) // _MICRO for stamp in timestamps], dtype=np.int64)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -331,7 +396,50 @@ def _schema_error(text: str) -> RequestError:
 # -- encoding ------------------------------------------------------------------------------
 
 
+#: Responses of at least this many rows are written by :mod:`serving.batch_response`'s kernel;
+#: below it the struct path is as fast (one row is most of the traffic).
+KERNEL_ENCODE_ROWS = 64
+
+
 def encode_score_response(batch: Batch, output: ScoreOutput, model_version: str) -> bytes:
+    matrix = output.contribution_matrix
+    if len(batch) == 1 and matrix is not None and output.contribution_metrics == CANONICAL_METRICS:
+        return _encode_one(batch, output, matrix, model_version)
+    if len(batch) >= KERNEL_ENCODE_ROWS and matrix is not None:
+        from serving.batch_response import encode_rows
+
+        body = encode_rows(
+            batch.hosts, batch_micros(batch), output.scores, output.anomaly, output.severity,
+            model_version, matrix, output.contribution_metrics,
+        )  # fmt: skip
+        if body is not None:
+            return body
+    return _encode_structs(batch, output, model_version)
+
+
+def batch_micros(batch: Batch) -> npt.NDArray[np.int64]:
+    """The batch's timestamps as int64 epoch microseconds (UTC)."""
+    if batch.nanos is not None:
+        return batch.nanos // 1000
+    return _epoch_micros(batch.timestamps)
+
+
+def _encode_one(
+    batch: Batch, output: ScoreOutput, matrix: npt.NDArray[np.float64], model_version: str
+) -> bytes:
+    """One row (most of the traffic): the struct path without its numpy calls on one value."""
+    value = float(output.scores[0])
+    # NaN is not JSON; a row the model could not score answers null.
+    score = value if math.isfinite(value) else None
+    contributions = CanonicalContributions(*_rounded(matrix)[0])
+    result = ScoreResult(
+        batch.hosts[0], batch.timestamps[0], bool(output.anomaly[0]), score, output.severity[0],
+        model_version, contributions,
+    )  # fmt: skip
+    return _ENCODER.encode(ScoreResponse(results=[result]))
+
+
+def _encode_structs(batch: Batch, output: ScoreOutput, model_version: str) -> bytes:
     scores: list[float | None] = output.scores.tolist()
     if not np.isfinite(output.scores).all():
         # NaN is not JSON; a row the model could not score answers null.

@@ -118,6 +118,10 @@ BAD_INPUTS: list[tuple[str, bytes, dict[str, str], int, str, str | None]] = [
      "invalid_field", "timestamp"),
     ("timestamp out of range", b'{"host": "a", "metrics": {"cpu": 1}, "timestamp": 1e300}', JSON, 422,
      "invalid_field", "timestamp"),
+    ("timestamp past int64 nanoseconds", b'{"host": "a", "metrics": {"cpu": 1}, '
+     b'"timestamp": "2300-01-01T00:00:00Z"}', JSON, 422, "invalid_field", "timestamp"),
+    ("batch timestamp before 1678", b'{"instances": [' + ROW + b', {"host": "a", "metrics": {"cpu": 1}, '
+     b'"timestamp": "1600-01-01T00:00:00Z"}]}', JSON, 422, "invalid_field", "instances[1].timestamp"),
     ("empty batch", b'{"instances": []}', JSON, 422, "empty_batch", "instances"),
     ("instances not list", b'{"instances": {"host": "a"}}', JSON, 422, "invalid_field", "instances"),
     ("row and instances", b'{"host": "a", "instances": [{"host": "a", "metrics": {"cpu": 1}}]}', JSON, 422,

@@ -115,6 +115,83 @@ def test_scorer_equals_fleet_model_score_row_by_row_and_in_batches(family: str, 
         assert alarms >= 1  # the stream really exercised the alarm path
 
 
+def test_large_batches_scored_as_two_host_groups_equal_one_call(
+    forest_fleet: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import serving.fast as fast
+
+    whole = make_scorer(Loaded(model=copy.deepcopy(forest_fleet), version="1"), "test")
+    split = make_scorer(Loaded(model=copy.deepcopy(forest_fleet), version="1"), "test")
+    reference = copy.deepcopy(forest_fleet)
+    assert isinstance(split, PlanScorer)
+    calls = []
+    plan_score = split.plan.score
+    monkeypatch.setattr(split.plan, "score", lambda *a: calls.append(len(a[0])) or plan_score(*a))
+    minutes = [m for m in range(1, 120) for _ in range(3)]
+    hosts = ["web-1", "web-2", "new-host"] * 119
+    cpu = [30.0 + (60.0 if m in (50, 51, 52, 90) else m % 5) for m in minutes]
+    for part in (
+        rows_frame(minutes[:180], hosts[:180], cpu[:180]),
+        rows_frame(minutes[180:], hosts[180:], cpu[180:]),
+    ):
+        batch = as_batch(part)
+        monkeypatch.setattr(fast, "PARALLEL_ROWS", 100)
+        monkeypatch.setattr(fast, "_CPUS", 2)
+        monkeypatch.setattr(fast, "_spare_core", lambda: True)
+        ours = split.score(batch)
+        monkeypatch.setattr(fast, "PARALLEL_ROWS", 10**9)
+        one_call = whole.score(batch)
+        # The plan's running sums differ in the last bits with the batch's make-up; results
+        # (and the alarms) stay those of FleetModel.score.
+        np.testing.assert_allclose(ours.scores, one_call.scores, rtol=0, atol=1e-9)
+        assert ours.contribution_matrix is not None and one_call.contribution_matrix is not None
+        np.testing.assert_allclose(ours.contribution_matrix, one_call.contribution_matrix, rtol=0, atol=1e-9)
+        assert ours.anomaly.tolist() == one_call.anomaly.tolist()
+        assert list(ours.severity) == list(one_call.severity)
+        assert_same(ours, reference.score(part))
+    # Each batch went to the plan as two host groups, every row once.
+    assert len(calls) == 4 and sum(calls) == len(minutes)
+    assert whole._state.keys() == split._state.keys()
+    for host, state in split._state.items():
+        other = whole._state[host]
+        np.testing.assert_array_equal(state.timestamps, other.timestamps)
+        np.testing.assert_array_equal(state.values, other.values)
+        assert (state.recent, state.last_alarm_ns, state.last_by_key) == (
+            other.recent,
+            other.last_alarm_ns,
+            other.last_by_key,
+        )
+
+
+def test_no_second_thread_without_a_spare_core(forest_fleet: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import serving.fast as fast
+
+    scorer = make_scorer(Loaded(model=copy.deepcopy(forest_fleet), version="1"), "test")
+    assert isinstance(scorer, PlanScorer)
+    calls = []
+    plan_score = scorer.plan.score
+    monkeypatch.setattr(scorer.plan, "score", lambda *a: calls.append(len(a[0])) or plan_score(*a))
+    monkeypatch.setattr(fast, "PARALLEL_ROWS", 2)
+    monkeypatch.setattr(fast, "_CPUS", 2)
+    monkeypatch.setattr(fast, "_spare_core", lambda: False)
+    scorer.score(as_batch(rows_frame([1, 1, 2, 2], ["web-1", "web-2"] * 2, [30.0] * 4)))
+    assert calls == [4]
+    assert isinstance(fast._spare_core(), bool)  # readable on this platform
+
+
+def test_host_groups_balance_rows_and_keep_each_host_whole() -> None:
+    from serving.fast import _host_halves
+
+    assert _host_halves(["a"] * 50) is None  # one host: nothing to split
+    hosts = ["big"] * 50 + ["b"] * 20 + ["c"] * 20 + ["d"] * 10
+    halves = _host_halves(hosts[::-1])
+    assert halves is not None
+    groups = [{hosts[::-1][i] for i in half} for half in halves]
+    assert groups[0].isdisjoint(groups[1]) and groups[0] | groups[1] == {"big", "b", "c", "d"}
+    assert sorted(len(half) for half in halves) == [50, 50]
+    assert np.array_equal(np.sort(np.concatenate(halves)), np.arange(len(hosts)))
+
+
 def test_check_is_stateless_and_equals_fleet_model_stateless(forest_fleet: Any) -> None:
     scorer = make_scorer(Loaded(model=copy.deepcopy(forest_fleet), version="1"), "test")
     part = rows_frame([1, 2, 3], ["web-1", "web-1", "web-2"], [30.0, 90.0, 30.0])

@@ -108,3 +108,40 @@ def test_response_encoding_turns_nan_scores_into_null() -> None:
              "severity": None, "model_version": "7", "contributions": {}},
         ]
     }  # fmt: skip
+
+
+def test_one_row_rounding_is_numpys_to_the_bit() -> None:
+    from serving.schema import _rounded
+
+    rng = np.random.default_rng(3)
+    # Random values, halfway cases of the 4th decimal, signed zeros and tiny negatives.
+    specials = [0.00005, 0.00015, 0.12345, 0.99995, 2.5e-5, -0.0, 0.0, -1e-6, -0.00005, 1.0, 123456.78915]
+    for row in [*rng.random((200, 6)), *rng.normal(0, 1e-3, (200, 6)), *np.resize(specials, (4, 6))]:
+        ours = _rounded(np.asarray([row]))[0]
+        expected = np.round(np.asarray(row), 4).tolist()
+        assert [(v, math.copysign(1, v)) for v in ours] == [(v, math.copysign(1, v)) for v in expected]
+
+
+@pytest.mark.parametrize(
+    ("score", "anomaly", "severity", "contributions"),
+    [
+        (0.25, False, None, [0.5, 0.5, 0.0, 0.0, 0.0, 0.0]),
+        (3.75, True, "critical", [0.12345, 0.00005, 0.87645, 0.0, 0.0, 0.0]),
+        (np.nan, False, None, [0.0] * 6),  # a row the model could not score answers null
+        (1.0, True, "low", [1.0, -0.0, 0.0, 0.0, 0.0, 0.0]),
+    ],
+)
+def test_one_row_encoding_equals_the_struct_path(
+    score: float, anomaly: bool, severity: str | None, contributions: list[float]
+) -> None:
+    from serving.schema import _encode_structs
+
+    batch = decode({"host": 'web "1"', "timestamp": "2024-05-01T10:00:00.25Z", "metrics": {"cpu": 1}})
+    output = ScoreOutput(
+        scores=np.array([score]),
+        anomaly=np.array([anomaly]),
+        severity=[severity],
+        contribution_matrix=np.array([contributions]),
+        contribution_metrics=CANONICAL_METRICS,
+    )
+    assert encode_score_response(batch, output, "7") == _encode_structs(batch, output, "7")
