@@ -29,7 +29,8 @@ def alarm_step(
     with ``m`` of the last ``n`` flags set, or one at ``bypass`` or beyond; it alarms unless
     its key (the leading metric; ``None`` is one key) alarmed less than ``cooldown_ns`` ago.
     """
-    window = (*recent[len(recent) - (n - 1) :], flag) if n > 1 else (flag,)
+    # max(..., 0): a negative start would count from the end and keep too few flags.
+    window = (*recent[max(len(recent) - (n - 1), 0) :], flag) if n > 1 else (flag,)
     candidate = flag and (sum(window) >= m or (bypass is not None and score >= bypass))
     by_key = dict(last_by_key)
     if key is None and not by_key and last_alarm_ns is not None:
@@ -40,5 +41,5 @@ def alarm_step(
         before = by_key.get(row_key)
         if before is None or cooldown_ns == 0 or t >= before + cooldown_ns:
             alarm, last_alarm_ns, by_key[row_key] = True, t, t
-    kept = window[len(window) - (n - 1) :] if n > 1 else ()
+    kept = window[max(len(window) - (n - 1), 0) :] if n > 1 else ()
     return alarm, kept, last_alarm_ns, by_key

@@ -1,8 +1,12 @@
 """Alarm handling: a post-step turning calibrated scores and per-row flags into alarms.
 
-Three rules, applied in this order:
+Per-row flags come in as "calibrated score at the alarm line". Then:
 
-1. **Routine bar** (optional, ``recent_days``): a row is flagged only when its calibrated
+1. **Spike level** (``spike_level``, default the line itself): a flag stands only if the
+   row's score also reaches this level. Raised above the line when the score likelihood
+   (3) is on: one row then pages on its own only when it is far beyond the line; runs of
+   moderately unusual rows are the likelihood's to judge.
+2. **Routine bar** (optional, ``recent_days``): a row is flagged only when its calibrated
    score also reaches ``recent_margin`` × the peak of the ``recent_rank``-th largest
    *episode* of the previous ``recent_days``. An episode is a run of UTC clock hours whose
    maximum score reached the alarm line, closer than three hours to each other (an
@@ -12,11 +16,22 @@ Three rules, applied in this order:
    the training data; an incident is what goes beyond it. One or two past incidents (fewer
    than ``recent_rank`` episodes) do not raise the bar. Label-free, causal, and adaptive to
    a series whose normal behaviour drifts after training.
-2. **M-of-N**: a flagged row is an alarm candidate when at least ``m`` of the last ``n``
+3. **Score likelihood** (optional, ``likelihood_z``): a row is also flagged when the mean
+   of ``u = log(1 + score)`` over the last ``likelihood_rows`` rows sits more than
+   ``likelihood_z`` standard deviations above the mean of every ``u`` this host has produced
+   so far, its training rows' in-sample scores included (:func:`score_moments`). It is the
+   anomaly likelihood of Numenta's NAB detectors (Ahmad et al., 2017) on this project's
+   calibrated scores, and the part of alarm handling that keeps learning after the fit: a
+   run of rows more surprising than what the host usually does, judged against a history
+   that grows with every row. A slow bump in a noisy metric (no row over the line, many
+   rows above usual) is found; a series busier than its training days stops paging once its
+   history has seen enough of it. The log keeps one enormous row from swamping the
+   statistics.
+4. **M-of-N**: a flagged row is an alarm candidate when at least ``m`` of the last ``n``
    flags (this row included) are set. ``m == n`` is a debounce; ``m = n = 1`` passes flags through.
    With ``bypass`` set, a flagged row whose calibrated score reaches it is a candidate on its
    own: debouncing exists to ignore marginal blips, not a value far beyond the alarm line.
-3. **Cooldown** (suppression after an alarm): after an alarm at ``t``, candidates before
+5. **Cooldown** (suppression after an alarm): after an alarm at ``t``, candidates before
    ``t + cooldown`` are dropped. One incident then raises one alarm instead of one per row,
    which is what an on-call engineer wants paged, and what event-level scoring rewards.
    With ``keys`` (the caller's label for *what* is anomalous, e.g. the metric contributing
@@ -39,6 +54,26 @@ from sklearn.base import BaseEstimator
 from smartcloudops.errors import InputError
 
 _HOUR_NS = 3_600 * 10**9
+#: Smallest standard deviation of ``log(1 + score)`` the likelihood divides by: a host whose
+#: history is flat (a constant series scores 0) must not page for a rounding-size departure.
+_MIN_LIKELIHOOD_SPREAD = 0.01
+#: Rows of history the likelihood needs before it judges (its mean and spread are noise
+#: before that); a host with training moments has them from the start.
+_MIN_LIKELIHOOD_HISTORY = 30
+
+
+def likelihood_scale(scores: np.ndarray) -> np.ndarray:
+    """``log(1 + score)``, the scale the score likelihood works on (missing scores: 0)."""
+    return np.log1p(np.maximum(np.nan_to_num(np.asarray(scores, dtype=float), nan=0.0), 0.0))
+
+
+def score_moments(scores: np.ndarray) -> tuple[float, float, float]:
+    """(count, sum, sum of squares) of :func:`likelihood_scale` of calibrated scores: what a
+    detector hands the likelihood as the history of its training rows."""
+    u = likelihood_scale(scores)
+    return float(u.size), float(u.sum()), float(np.square(u).sum())
+
+
 #: Hours over the alarm line closer than this belong to one episode (an incident's onset and
 #: its recovery are one event, not two pieces of evidence that such scores are routine).
 _EPISODE_GAP_HOURS = 3
@@ -64,6 +99,10 @@ class AlarmState:
     #: (UTC hour index, max calibrated score in it) for the hours the routine bar looks at,
     #: the newest (possibly still running) hour last.
     hour_max: tuple[tuple[int, float], ...] = ()
+    #: the score likelihood's history: (count, sum, sum of squares) of log(1 + score) ...
+    score_moments: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    #: ... and the last likelihood_rows - 1 values of log(1 + score), oldest first
+    recent_scores: tuple[float, ...] = ()
 
 
 class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
@@ -76,6 +115,9 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         recent_days: float | None = None,
         recent_rank: int = 3,
         recent_margin: float = 1.0,
+        likelihood_z: float | None = None,
+        likelihood_rows: int = 10,
+        spike_level: float = 1.0,
     ) -> None:
         self.m = m
         self.n = n
@@ -84,6 +126,9 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         self.recent_days = recent_days
         self.recent_rank = recent_rank
         self.recent_margin = recent_margin
+        self.likelihood_z = likelihood_z
+        self.likelihood_rows = likelihood_rows
+        self.spike_level = spike_level
 
     def _check(self) -> int:
         if not (isinstance(self.m, int) and isinstance(self.n, int) and 1 <= self.m <= self.n):
@@ -99,7 +144,47 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
                 f"routine bar needs recent_days > 0 and recent_rank >= 1, got "
                 f"{self.recent_days!r} and {self.recent_rank!r}"
             )
+        if self.likelihood_z is not None and not (
+            self.likelihood_z > 0 and isinstance(self.likelihood_rows, int) and self.likelihood_rows >= 1
+        ):
+            raise InputError(
+                f"score likelihood needs likelihood_z > 0 and likelihood_rows >= 1, got "
+                f"{self.likelihood_z!r} and {self.likelihood_rows!r}"
+            )
+        if not self.spike_level >= 1.0:
+            raise InputError(f"spike level must be >= 1 (the alarm line), got {self.spike_level!r}")
         return int(cooldown.value)
+
+    def likelihood_flags(
+        self, scores: np.ndarray, state: AlarmState | None = None
+    ) -> tuple[np.ndarray, tuple[float, float, float], tuple[float, ...]]:
+        """Per row, whether the score likelihood flags it; the new moments and recent values.
+
+        Each row is judged against the history *before* it (``state`` plus earlier rows of
+        this call), then joins it, so batch and live scoring agree.
+        """
+        state = state or AlarmState()
+        rows = int(self.likelihood_rows)
+        u = likelihood_scale(scores)
+        prefix = np.asarray(state.recent_scores[-(rows - 1) :] if rows > 1 else (), dtype=float)
+        full = np.concatenate([prefix, u])
+        csum = np.concatenate([[0.0], np.cumsum(full)])
+        end = np.arange(len(prefix) + 1, len(full) + 1)
+        begin = np.maximum(end - rows, 0)
+        recent_mean = (csum[end] - csum[begin]) / (end - begin)
+        count0, sum0, squares0 = state.score_moments
+        before = np.arange(len(u), dtype=float)
+        count = count0 + before
+        total = sum0 + np.concatenate([[0.0], np.cumsum(u)[:-1]]) if len(u) else np.zeros(0)
+        squares = squares0 + np.concatenate([[0.0], np.cumsum(u * u)[:-1]]) if len(u) else np.zeros(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total / count
+            spread = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+            z = (recent_mean - mean) / np.maximum(spread, _MIN_LIKELIHOOD_SPREAD)
+        flags = (count >= _MIN_LIKELIHOOD_HISTORY) & (z > float(self.likelihood_z or np.inf))
+        moments = (count0 + len(u), sum0 + float(u.sum()), squares0 + float(np.square(u).sum()))
+        recent = tuple(float(x) for x in full[max(len(full) - (rows - 1), 0) :]) if rows > 1 else ()
+        return flags, moments, recent
 
     @property
     def _recent_hours(self) -> int:
@@ -158,18 +243,30 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         scoring at least ``bypass`` is a candidate on its own, without waiting for M-of-N.
         ``keys`` (int per row) keep the cooldown per key; None is one key for all rows.
         ``exclude`` (bool per row) marks known incidents: their scores do not count as
-        routine for later rows.
+        routine for later rows. With ``likelihood_z`` set, the score likelihood's flags join
+        ``flags`` (``scores`` required; ``state.score_moments`` holds the history, e.g. the
+        detector's training moments for a host's first call).
         """
         cooldown_ns = self._check()
         state = state or AlarmState()
         raw = np.asarray(flags, dtype=bool)
         ts = np.asarray(timestamps_ns, dtype=np.int64)
         hour_max = state.hour_max
+        moments, recent_scores = state.score_moments, state.recent_scores
+        lik_flags = None
+        if self.spike_level != 1.0 and scores is not None:
+            raw = raw & (np.asarray(scores, dtype=float) >= self.spike_level)
+        if self.likelihood_z is not None:
+            if scores is None:
+                raise InputError("the score likelihood needs the calibrated scores")
+            lik_flags, moments, recent_scores = self.likelihood_flags(scores, state)
         if self.recent_days is not None and scores is not None:
             values = np.asarray(scores, dtype=float)
             reference = values if exclude is None else np.where(np.asarray(exclude, dtype=bool), 0.0, values)
             bar, hour_max = self.routine_bar(ts, reference, state)
             raw = raw & (np.asarray(scores, dtype=float) >= self.recent_margin * bar)
+        if lik_flags is not None:
+            raw = raw | lik_flags
         prefix = np.asarray(state.recent[-(self.n - 1) :] if self.n > 1 else (), dtype=bool)
         full = np.concatenate([prefix, raw]).astype(np.int64)
         csum = np.concatenate([[0], np.cumsum(full)])
@@ -195,9 +292,15 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
                 last = int(ts[i])
                 by_key[key] = last
         keep = max(self.n - 1, 0)
-        recent = tuple(bool(x) for x in full[len(full) - keep :]) if keep else ()
+        # max(..., 0): a negative start would count from the end and keep too few flags.
+        recent = tuple(bool(x) for x in full[max(len(full) - keep, 0) :]) if keep else ()
         return alarms, AlarmState(
-            recent=recent, last_alarm_ns=last, last_by_key=tuple(sorted(by_key.items())), hour_max=hour_max
+            recent=recent,
+            last_alarm_ns=last,
+            last_by_key=tuple(sorted(by_key.items())),
+            hour_max=hour_max,
+            score_moments=moments,
+            recent_scores=recent_scores,
         )
 
     def apply(self, flags: pd.Series, scores: pd.Series | None = None) -> pd.Series:

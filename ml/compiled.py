@@ -970,11 +970,14 @@ def compile_fleet(fleet: Any) -> FleetPlan:
         raise NotCompilableError(f"unknown feature layout {PER_METRIC_FEATURES} + {SHARED_FEATURES}")
     policy = fleet.policy
     if type(policy) is not AlarmPolicy or set(policy.get_params()) != {
-        "m", "n", "cooldown", "bypass", "recent_days", "recent_rank", "recent_margin"
+        "m", "n", "cooldown", "bypass", "recent_days", "recent_rank", "recent_margin", "likelihood_z",
+        "likelihood_rows", "spike_level",
     }:  # fmt: skip
         raise NotCompilableError(f"unknown alarm policy {type(policy).__name__}")
     if policy.recent_days is not None:
         raise NotCompilableError("the routine bar of the alarm policy is not compiled")
+    if policy.likelihood_z is not None or policy.spike_level != 1.0:
+        raise NotCompilableError("the score likelihood or spike level of the alarm policy is not compiled")
     alarm = AlarmRules(
         m=int(policy.m),
         n=int(policy.n),

@@ -136,13 +136,18 @@ def detect_series(
     )
     model = make_candidate(candidate)
     model.min_host_rows = MIN_TRAIN_ROWS
-    model.fit(wide.iloc[:n_train])
-    scored = model.score(wide, stateful=False)
-
+    train = wide.iloc[:n_train]
+    model.fit(train)
+    # As the pipeline validates (ml.training.evaluate_model): the training rows are replayed
+    # as history (features' context, the alarm policy's memory), then the rest is scored as
+    # live scoring would. The training rows' own output is their in-sample scoring.
+    in_sample = model.score(train, stateful=False)
+    model.prime(train, score=True)
+    held_out = model.score(wide.iloc[n_train:], stateful=True)
     score = np.empty(n)
     flags = np.empty(n, dtype=bool)
-    score[order] = scored["score"].to_numpy()
-    flags[order] = scored["anomaly"].to_numpy()
+    score[order] = np.concatenate([in_sample["score"].to_numpy(), held_out["score"].to_numpy()])
+    flags[order] = np.concatenate([in_sample["anomaly"].to_numpy(), held_out["anomaly"].to_numpy()])
     absent = np.isnan(values)
     score[absent] = np.nan
     flags[absent] = False

@@ -249,6 +249,12 @@ class FleetModel:
         self._check_fitted()
         return self.detectors_.get(host, self.fallback_)
 
+    def initial_alarm_state(self, host: str) -> AlarmState:
+        """The alarm state a host starts from: the history of its detector's training scores
+        (the alarm policy's score likelihood judges the first rows against it)."""
+        moments = getattr(self.detector_for(host), "score_moments_", None)
+        return AlarmState() if moments is None else AlarmState(score_moments=tuple(moments))
+
     def reset_state(self) -> None:
         """Forget the live-scoring history of every host."""
         with self._lock:
@@ -260,7 +266,10 @@ class FleetModel:
         Each host keeps the last rows its detector needs as context; alarm state is reset.
         With ``score=True`` the history is scored instead, as live scoring would have seen
         it: the alarm state then also remembers its alarms and the scores the routine bar
-        of the alarm policy compares with (:mod:`ml.alarms`). Use it to warm a freshly loaded
+        and the score likelihood of the alarm policy compare with (:mod:`ml.alarms`); the
+        likelihood's history is then these rows' scores alone (the history normally *is*
+        the training data, whose scores would otherwise count twice). Without it, each
+        host's alarm state starts from its detector's training scores. Use it to warm a freshly loaded
         model, or to score validation data right after the training period. ``y`` (bool
         per row) marks known incidents: they are scored but not taken as routine.
         """
@@ -271,7 +280,7 @@ class FleetModel:
         if score:
             known = _known_rows(y, len(frame), "history")
             self.reset_state()
-            self._score_frame(frame, stateful=True, known=known)
+            self._score_frame(frame, stateful=True, known=known, replay=True)
             return
         ts = utc_nanos(frame["timestamp"])
         hosts = frame["host"].astype(str).to_numpy()
@@ -282,7 +291,9 @@ class FleetModel:
                 rows = rows[np.argsort(ts[rows], kind="stable")]
                 keep = max(self.detector_for(str(host)).required_context(), 1)
                 rows = rows[-keep:]
-                self._state[str(host)] = _HostState(timestamps=ts[rows], values=values[rows])
+                self._state[str(host)] = _HostState(
+                    timestamps=ts[rows], values=values[rows], alarm=self.initial_alarm_state(str(host))
+                )
 
     # -- score ----------------------------------------------------------------------------
     def score(self, wide: pd.DataFrame, *, stateful: bool = True) -> pd.DataFrame:
@@ -295,7 +306,7 @@ class FleetModel:
         return self._score_frame(wide, stateful=stateful)
 
     def _score_frame(
-        self, wide: pd.DataFrame, *, stateful: bool, known: np.ndarray | None = None
+        self, wide: pd.DataFrame, *, stateful: bool, known: np.ndarray | None = None, replay: bool = False
     ) -> pd.DataFrame:
         self._check_fitted()
         frame = _check_frame(wide, "scoring input")
@@ -311,9 +322,8 @@ class FleetModel:
                 for host in pd.unique(hosts):
                     rows = np.flatnonzero(hosts == host)
                     rows = rows[np.argsort(ts[rows], kind="stable")]
-                    s, a, c = self._score_host(
-                        str(host), ts[rows], values[rows], stateful, None if known is None else known[rows]
-                    )
+                    marks = None if known is None else known[rows]
+                    s, a, c = self._score_host(str(host), ts[rows], values[rows], stateful, marks, replay)
                     scores[rows], alarms[rows], contrib[rows] = s, a, c
         metrics = list(self.metrics_)
         return pd.DataFrame(
@@ -329,7 +339,13 @@ class FleetModel:
         )
 
     def _score_host(
-        self, host: str, ts: np.ndarray, values: np.ndarray, stateful: bool, known: np.ndarray | None = None
+        self,
+        host: str,
+        ts: np.ndarray,
+        values: np.ndarray,
+        stateful: bool,
+        known: np.ndarray | None = None,
+        replay: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         det = self.detector_for(host)
         state = self._state.get(host) if stateful else None
@@ -349,7 +365,10 @@ class FleetModel:
         raw, contrib = det.score_segment(segment)  # rows k: only
         calibrated = det.calibrate(raw)
         flags = calibrated >= CALIBRATED_THRESHOLD
-        alarm_state = state.alarm if state is not None else None
+        if state is not None:
+            alarm_state = state.alarm
+        else:  # a replay of the history starts the likelihood's history with its own rows
+            alarm_state = AlarmState() if replay else self.initial_alarm_state(host)
         # The cooldown is kept per leading metric: a second, different incident on the same
         # host pages again (see ml.alarms).
         keys = np.argmax(contrib, axis=1) if contrib.shape[1] > 1 else None

@@ -298,7 +298,7 @@ class ArrayFleetScorer:
         calibrated = det.calibrate(raw)
         flags = calibrated >= self._line
         keys = np.argmax(contrib, axis=1) if contrib.shape[1] > 1 else None
-        previous = state.alarm if state is not None else None
+        previous = state.alarm if state is not None else self.model.initial_alarm_state(host)
         if self._alarm_plan is not None and len(ts) == 1:
             alarms, new_alarm = self._alarm_plan.apply_one(
                 int(ts[0]),
@@ -350,8 +350,11 @@ class _AlarmRowPlan:
     stream at load time; on any difference the policy's own code serves.
     """
 
-    _PARAMS = frozenset({"m", "n", "cooldown", "bypass", "recent_days", "recent_rank", "recent_margin"})
-    _STATE = ("recent", "last_alarm_ns", "last_by_key", "hour_max")
+    _PARAMS = frozenset(
+        {"m", "n", "cooldown", "bypass", "recent_days", "recent_rank", "recent_margin", "likelihood_z",
+         "likelihood_rows", "spike_level"}
+    )  # fmt: skip
+    _STATE = ("recent", "last_alarm_ns", "last_by_key", "hour_max", "score_moments", "recent_scores")
 
     def __init__(self, policy: Any) -> None:
         from dataclasses import fields
@@ -368,6 +371,8 @@ class _AlarmRowPlan:
         self.bypass = None if policy.bypass is None else float(policy.bypass)
         self.routine = policy.recent_days is not None
         self.margin = float(policy.recent_margin)
+        self.likelihood = policy.likelihood_z is not None
+        self.spike_level = float(policy.spike_level)
         self.policy = policy
 
     @classmethod
@@ -404,17 +409,24 @@ class _AlarmRowPlan:
         state = state or self.state_cls()
         raw = flag
         hour_max = state.hour_max
+        raw = raw and score >= self.spike_level
+        moments, recent_scores = state.score_moments, state.recent_scores
         if self.routine:
             # The routine bar is the policy's own code (its rules evolve in ml); only the
             # cheap M-of-N and cooldown steps are done here on Python numbers.
             bar, hour_max = self.policy.routine_bar(np.array([t], dtype=np.int64), np.array([score]), state)
             raw = raw and score >= self.margin * float(bar[0])
+        if self.likelihood:
+            # The policy's own code, like the routine bar: a few array operations on one row.
+            flags, moments, recent_scores = self.policy.likelihood_flags(np.array([score]), state)
+            raw = raw or bool(flags[0])
         alarm, recent, last, by_key = alarm_step(
             tuple(bool(x) for x in state.recent), state.last_alarm_ns, dict(state.last_by_key),
             flag=bool(raw), score=score, t=t, key=key,
             m=self.m, n=self.n, bypass=self.bypass, cooldown_ns=self.cooldown,
         )  # fmt: skip
         new_state = self.state_cls(
-            recent=recent, last_alarm_ns=last, last_by_key=tuple(sorted(by_key.items())), hour_max=hour_max
-        )
+            recent=recent, last_alarm_ns=last, last_by_key=tuple(sorted(by_key.items())), hour_max=hour_max,
+            score_moments=moments, recent_scores=recent_scores,
+        )  # fmt: skip
         return np.array([alarm]), new_state

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
 
+from ml.alarms import score_moments
 from ml.features import DAY_NS, median_step_ns
 from ml.severity import severity_labels
 from ml.thresholds import CALIBRATED_THRESHOLD, QuantileThreshold, Threshold
@@ -179,7 +180,11 @@ class BaseDetector(BaseEstimator):  # type: ignore[misc]
             raw_parts.append(seg_raw if seg.fit_mask is None else seg_raw[seg.fit_mask])
         base = self.threshold if self.threshold is not None else self.default_threshold()
         rows_per_day = DAY_NS / self.step_ns_ if self.step_ns_ > 0 else None
-        self.threshold_ = clone(base).fit(np.concatenate(raw_parts), rows_per_day=rows_per_day)
+        train_raw = np.concatenate(raw_parts)
+        self.threshold_ = clone(base).fit(train_raw, rows_per_day=rows_per_day)
+        # The training rows' calibrated scores, summed up: the history an alarm policy's score
+        # likelihood starts from (ml.alarms), so a host's first live rows are judged at once.
+        self.score_moments_ = score_moments(self.calibrate(train_raw))
         return self
 
     def default_threshold(self) -> Threshold:

@@ -246,7 +246,6 @@ class RobustBaselineDetector(BaseDetector):
         vol = self.volatility_window
         self.vol_rows_ = rows_for(vol, self.step_ns_, minimum=1) if vol else 1
 
-
     def _fit(self, segments: list[Segment]) -> None:
         masks = [np.ones(len(s), dtype=bool) if s.fit_mask is None else s.fit_mask for s in segments]
         ts = np.concatenate([s.timestamps[m] for s, m in zip(segments, masks, strict=True)])

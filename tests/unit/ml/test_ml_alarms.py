@@ -101,3 +101,88 @@ def test_routine_bar_validation_and_series_api() -> None:
     policy = AlarmPolicy(cooldown="90min", recent_days=1.0, recent_rank=1, recent_margin=2.0)
     out = policy.apply(flags, scores)
     assert out.tolist() == [True, False, False, True]  # 02:00 is not 2× the 00:00 episode; 03:00 is
+
+
+# -- the score likelihood and the spike level ------------------------------------------------
+LIKELIHOOD = AlarmPolicy(m=1, n=1, cooldown="6h", likelihood_z=5.0, likelihood_rows=10, spike_level=3.0)
+
+
+def noisy_scores(days: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Five-minute rows of calibrated scores around 0.1, none near the line."""
+    rng = np.random.default_rng(seed)
+    ts = np.arange(0, days * 24 * HOUR, 5 * MIN, dtype=np.int64)
+    return ts, np.abs(rng.normal(0.1, 0.05, len(ts)))
+
+
+def test_likelihood_finds_a_sustained_rise_that_never_reaches_the_line() -> None:
+    ts, scores = noisy_scores(4)
+    onset = 3 * 288
+    scores[onset : onset + 36] += 0.5  # three hours well above usual, every row under 1.0
+    assert scores.max() < 1.0
+    alarms, _ = LIKELIHOOD.apply_array(ts, scores >= 1.0, None, scores)
+    assert np.flatnonzero(alarms).tolist() and onset <= np.flatnonzero(alarms)[0] < onset + 12
+    assert not alarms[:onset].any()
+    line_only, _ = AlarmPolicy(m=1, n=1, cooldown="6h").apply_array(ts, scores >= 1.0, None, scores)
+    assert not line_only.any()
+
+
+def test_likelihood_learns_a_busier_normal() -> None:
+    ts, scores = noisy_scores(8, seed=1)
+    # From day 2 on, a busy three hours every six hours.
+    scores[2 * 288 :] += np.where(np.arange(len(ts) - 2 * 288) % 72 < 36, 0.4, 0.0)
+    alarms, _ = LIKELIHOOD.apply_array(ts, scores >= 1.0, None, scores)
+    hits = np.flatnonzero(alarms)
+    assert hits.size and hits[0] >= 2 * 288  # the first busy spell pages ...
+    assert not alarms[5 * 288 :].any()  # ... and after days of them they are the host's normal
+
+
+def test_spike_level_lets_only_far_rows_alarm_alone() -> None:
+    ts, scores = noisy_scores(2)
+    scores[300], scores[400] = 2.0, 4.0  # over the line; only the second is 3x beyond it
+    alarms, _ = LIKELIHOOD.apply_array(ts, scores >= 1.0, None, scores)
+    assert np.flatnonzero(alarms).tolist() == [400]
+
+
+def test_likelihood_is_the_same_live_and_in_batch_and_starts_from_given_history() -> None:
+    ts, scores = noisy_scores(3, seed=2)
+    scores[500:530] += 0.6
+    scores[700] = 5.0
+    history = AlarmState(score_moments=(100.0, 100 * np.log1p(0.1), 100 * np.log1p(0.1) ** 2 + 0.2))
+    batch, end_state = LIKELIHOOD.apply_array(ts, scores >= 1.0, history, scores)
+    state, parts = history, []
+    for chunk in np.array_split(np.arange(len(ts)), 23):
+        out, state = LIKELIHOOD.apply_array(ts[chunk], scores[chunk] >= 1.0, state, scores[chunk])
+        parts.append(out)
+    np.testing.assert_array_equal(np.concatenate(parts), batch)
+    assert state.score_moments[0] == end_state.score_moments[0] == 100 + len(ts)
+    np.testing.assert_allclose(state.score_moments, end_state.score_moments, rtol=1e-12)
+    assert state.recent_scores == pytest.approx(end_state.recent_scores)
+    assert batch.any()
+
+
+def test_likelihood_needs_history_and_scores_and_valid_parameters() -> None:
+    ts, scores = noisy_scores(1)
+    scores[:20] = 0.0
+    scores[20:25] = 0.9  # a big rise, but after 20 rows of history there is nothing to judge by
+    alarms, _ = LIKELIHOOD.apply_array(ts[:25], scores[:25] >= 1.0, None, scores[:25])
+    assert not alarms.any()
+    with pytest.raises(InputError, match="calibrated scores"):
+        LIKELIHOOD.apply_array(ts, scores >= 1.0)
+    with pytest.raises(InputError, match="likelihood"):
+        AlarmPolicy(likelihood_z=0.0).apply_array(ts[:1], np.ones(1, dtype=bool), None, scores[:1])
+    with pytest.raises(InputError, match="spike level"):
+        AlarmPolicy(spike_level=0.5).apply_array(ts[:1], np.ones(1, dtype=bool), None, scores[:1])
+
+
+def test_m_of_n_with_a_long_window_is_the_same_live_and_in_batch() -> None:
+    # n = 5 keeps 4 flags between calls, more than the first calls produce.
+    ts = np.arange(0, 12 * MIN, MIN, dtype=np.int64)
+    flags = np.array([1, 0, 1, 0, 0, 1, 1, 0, 0, 0, 1, 1], dtype=bool)
+    policy = AlarmPolicy(m=3, n=5)
+    batch, _ = policy.apply_array(ts, flags)
+    state, live = None, []
+    for i in range(len(ts)):
+        out, state = policy.apply_array(ts[i : i + 1], flags[i : i + 1], state)
+        live.append(bool(out[0]))
+    assert live == batch.tolist()
+    assert np.flatnonzero(batch).tolist() == [6]  # rows 2..6 hold the first 3 flags of 5

@@ -144,16 +144,43 @@ def test_priming_by_scoring_continues_exactly_like_one_batch(
     train, valid = split
     whole = pd.concat([train, valid], ignore_index=True)
     fitted.reset_state()
-    batch = fitted.score(whole, stateful=True).iloc[len(train) :]
+    # One batch replaying the whole history, as prime(score=True) replays the training rows.
+    batch = fitted._score_frame(whole, stateful=True, replay=True).iloc[len(train) :]
     fitted.reset_state()
     fitted.prime(train, score=True)  # history scored: buffers *and* alarm state are warm
     assert any(state.alarm.hour_max or state.alarm.recent for state in fitted._state.values())
+    # The score likelihood's history (robust baseline) is the replayed rows alone: training
+    # scores count once. Policies without it keep no history.
+    uses_likelihood = fitted.policy.likelihood_z is not None
+    assert uses_likelihood == (fitted.name == "robust_baseline")
+    for host, state in fitted._state.items():
+        replayed = int((train["host"] == host).sum()) if uses_likelihood else 0
+        assert state.alarm.score_moments[0] == replayed
     live = fitted.score(valid)
     fitted.reset_state()
     np.testing.assert_allclose(live["score"].to_numpy(), batch["score"].to_numpy(), atol=1e-9)
     assert live["anomaly"].tolist() == batch["anomaly"].tolist()
     with pytest.raises(InputError, match="y has"):
         fitted.prime(train, score=True, y=np.zeros(3, dtype=bool))
+
+
+def test_a_host_starts_from_its_training_scores_unless_history_is_replayed(
+    split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    train, valid = split
+    model = make_candidate("robust_baseline").fit(train)
+    host = str(train["host"].iloc[0])
+    detector = model.detector_for(host)
+    count, total, squares = detector.score_moments_
+    assert count == detector.n_fit_rows_ and total > 0 and squares > 0
+    assert model.initial_alarm_state(host).score_moments == detector.score_moments_
+    # Context without scores (prime(score=False)) keeps the training history ...
+    model.prime(train)
+    assert model._state[host].alarm.score_moments == detector.score_moments_
+    # ... and live rows add to it, one by one.
+    rows = valid[valid["host"] == host].iloc[:5]
+    model.score(rows)
+    assert model._state[host].alarm.score_moments[0] == count + 5
 
 
 def _fit_by_parts(name: str, train: pd.DataFrame, known: np.ndarray | None) -> FleetModel:
@@ -185,7 +212,9 @@ def test_fitting_host_by_host_gives_the_model_fit_gives(
     assert parts.hosts == whole.hosts and parts.metrics == whole.metrics
     assert parts.skipped_hosts_ == whole.skipped_hosts_
     assert (parts.train_start_, parts.train_end_, parts.n_train_rows_) == (
-        whole.train_start_, whole.train_end_, whole.n_train_rows_
+        whole.train_start_,
+        whole.train_end_,
+        whole.n_train_rows_,
     )
     stranger = valid[valid["host"] == "web-1"].assign(host="brand-new-1")  # scored by the fallback
     rows = pd.concat([valid[valid["host"].isin(["web-1", "db-1"])], stranger], ignore_index=True)

@@ -56,14 +56,18 @@ def test_log_promote_load_and_guard_the_champion(candidate: CandidateResult, sto
     from mlflow import MlflowClient
 
     assert candidate.report.windows > 0
+    # The steps compare event-F1s: start below 1.0 so that a better candidate can exist.
+    base = dataclasses.replace(
+        candidate, report=dataclasses.replace(candidate.report, event_f1=0.8 * candidate.report.event_f1)
+    )
     uri = store["tracking_uri"]
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     # 1. First candidate: logged with params, metrics, report and plots; becomes champion.
-    run_id, v1 = log(candidate, store)
+    run_id, v1 = log(base, store)
     run = client.get_run(run_id)
     assert {"event_f1", "point_f1", "fc1", "fp_per_day", "train_seconds"} <= set(run.data.metrics)
-    assert run.data.metrics["event_f1"] == pytest.approx(candidate.report.event_f1)
+    assert run.data.metrics["event_f1"] == pytest.approx(base.report.event_f1)
     assert run.data.params["detector__n_bins"] == "24"
     assert run.data.tags["trigger"] == "test"
     artifacts = {a.path for a in client.list_artifacts(run_id, "validation")}
@@ -73,20 +77,20 @@ def test_log_promote_load_and_guard_the_champion(candidate: CandidateResult, sto
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.artifact_location.startswith("file://")
 
-    first = promote(candidate, v1, store, gate=0.0)
+    first = promote(base, v1, store, gate=0.0)
     assert first.promoted and "no champion yet" in first.reason
     loaded = tracking.load_champion(uri, MODEL)
     assert loaded.version == v1 and loaded.run_id == run_id
-    assert loaded.event_f1 == pytest.approx(candidate.report.event_f1)
-    valid = candidate.validation[["timestamp", "host", *loaded.model.metrics]]
+    assert loaded.event_f1 == pytest.approx(base.report.event_f1)
+    valid = base.validation[["timestamp", "host", *loaded.model.metrics]]
     scores = loaded.model.score(valid, stateful=False)["score"].to_numpy()
     assert len(scores) == len(valid)
     # Same model as trained (validation was scored with training context, so compare late rows).
-    assert scores[-100:] == pytest.approx(candidate.validation["score"].to_numpy()[-100:], abs=1e-9)
+    assert scores[-100:] == pytest.approx(base.validation["score"].to_numpy()[-100:], abs=1e-9)
 
     # 2. A candidate failing the gate becomes challenger, never champion; the run says why.
-    run2, v2 = log(candidate, store)
-    failed = promote(candidate, v2, store, gate=1.01)
+    run2, v2 = log(base, store)
+    failed = promote(base, v2, store, gate=1.01)
     assert not failed.promoted and "below the gate" in failed.reason
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == v1
     assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == v2
@@ -94,14 +98,14 @@ def test_log_promote_load_and_guard_the_champion(candidate: CandidateResult, sto
     assert "below the gate" in client.get_run(run2).data.tags["promotion_reason"]
 
     # 3. Passing the gate but only equalling the champion on the same data: kept.
-    _, v3 = log(candidate, store)
-    tie = promote(candidate, v3, store, gate=0.0)
+    _, v3 = log(base, store)
+    tie = promote(base, v3, store, gate=0.0)
     assert not tie.promoted and "does not beat" in tie.reason
-    assert tie.champion_event_f1 == pytest.approx(candidate.report.event_f1)
+    assert tie.champion_event_f1 == pytest.approx(base.report.event_f1)
 
     # 4. Better on the same validation data: promoted.
-    better_report = dataclasses.replace(candidate.report, event_f1=min(1.0, candidate.report.event_f1 + 0.1))
-    better = dataclasses.replace(candidate, report=better_report)
+    better_report = dataclasses.replace(base.report, event_f1=min(1.0, base.report.event_f1 + 0.1))
+    better = dataclasses.replace(base, report=better_report)
     _, v4 = log(better, store)
     won = promote(better, v4, store, gate=0.0)
     assert won.promoted and won.previous_champion == v1
