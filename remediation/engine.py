@@ -675,20 +675,11 @@ class RemediationEngine:
             return self._act(
                 rule, host, resumed, now, skey, state, action_id, episode_start, recovered=True
             )
-        params = rule.typed_params
-        closed = ActionRecord(
-            action=rule.action,
-            instance=host,
-            result=ActionStatus.SKIPPED,
-            rule=rule.name,
-            dry_run=self.dry_run,
-            timestamp=now,
-            action_id=action_id,
-            anomaly_id=intent.get("anomaly_id"),
-            params=params.model_dump(),
-            detail="interrupted: the run that claimed this incident died before acting; "
+        closed = self._unrun_record(
+            rule, host, ActionStatus.SKIPPED, now, action_id, intent.get("anomaly_id"),
+            "interrupted: the run that claimed this incident died before acting; "
             "the incident is over, so it was not executed",
-        )
+        )  # fmt: skip
         self.executor.record(closed, recovered=True, episode_start=_iso(episode_start))
         state.pop("intent", None)
         state.update(
@@ -697,6 +688,31 @@ class RemediationEngine:
         )
         self.events.put_state(skey, state)
         return closed
+
+    def _unrun_record(
+        self,
+        rule: Rule,
+        host: str,
+        status: ActionStatus,
+        now: datetime,
+        action_id: str,
+        anomaly_id: str | None,
+        detail: str,
+    ) -> ActionRecord:
+        """The record of ``rule``'s action on ``host`` that the engine decided without running
+        it (pending approval, or skipped); actions that run are recorded by the executor."""
+        return ActionRecord(
+            action=rule.action,
+            instance=host,
+            result=status,
+            rule=rule.name,
+            dry_run=self.dry_run,
+            timestamp=now,
+            action_id=action_id,
+            anomaly_id=anomaly_id,
+            params=rule.typed_params.model_dump(),
+            detail=detail,
+        )
 
     def _ensure_audited(self, record: ActionRecord, since: datetime) -> None:
         try:
@@ -719,19 +735,10 @@ class RemediationEngine:
         episode_start: datetime,
     ) -> ActionRecord:
         expires = now + self.approval_ttl
-        params = rule.typed_params
-        record = ActionRecord(
-            action=rule.action,
-            instance=host,
-            result=ActionStatus.PENDING,
-            rule=rule.name,
-            dry_run=self.dry_run,
-            timestamp=now,
-            action_id=action_id,
-            anomaly_id=result.anomaly_id,
-            params=params.model_dump(),
-            detail=f"awaiting approval until {expires.isoformat()}: {result.detail}",
-        )
+        record = self._unrun_record(
+            rule, host, ActionStatus.PENDING, now, action_id, result.anomaly_id,
+            f"awaiting approval until {expires.isoformat()}: {result.detail}",
+        )  # fmt: skip
         self.events.put_state(
             f"{_PENDING_PREFIX}/{action_id}",
             {"episode_start": _iso(episode_start), "expires_at": _iso(expires)},
