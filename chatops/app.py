@@ -70,7 +70,15 @@ from werkzeug.exceptions import HTTPException
 
 from chatops import answer as answers
 from chatops import llm, slack
-from chatops.cache import MemoryTTL, RateLimiter, RecentAnomalies, RedisRateLimiter, RedisTTL, redis_client
+from chatops.cache import (
+    MemoryTTL,
+    RateLimiter,
+    RecentAnomalies,
+    RedisRateLimiter,
+    RedisTTL,
+    TTLBackend,
+    redis_client,
+)
 from chatops.intents import LEVELS, MAX_SINCE_MINUTES, ParsedQuery, clean_text, parse
 from chatops.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chatops.metrics import ChatOpsMetrics
@@ -265,8 +273,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     closers: list[Callable[[], None]] = []
     anomaly_cache = cfg["ANOMALY_CACHE"]
     if anomaly_cache is None and float(cfg["ANOMALY_CACHE_SECONDS"]) > 0:
-        backend = (RedisTTL(settings.redis_url, prefix=prefix) if settings.redis_url
-                   else MemoryTTL(max_entries=4))
+        backend: TTLBackend = (RedisTTL(settings.redis_url, prefix=prefix) if settings.redis_url
+                               else MemoryTTL[bytes](max_entries=4))
         anomaly_cache = RecentAnomalies(lambda: resources.event_store, backend,
                                         ttl_seconds=float(cfg["ANOMALY_CACHE_SECONDS"]), clock=clock,
                                         store_id=settings.resolved_event_store_url)

@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from smartcloudops.domain import Anomaly, Severity
 from smartcloudops.errors import StoreError
@@ -41,6 +41,9 @@ def redis_client(url: str, timeout_seconds: float = 2.0) -> Any:
                                 socket_connect_timeout=timeout_seconds)
 
 
+V = TypeVar("V")
+
+
 class TTLBackend(Protocol):
     name: str
 
@@ -51,18 +54,24 @@ class TTLBackend(Protocol):
     def close(self) -> None: ...
 
 
-class MemoryTTL:
-    """Per-process TTL map, bounded (oldest entries go first)."""
+class MemoryTTL(Generic[V]):
+    """Per-process TTL map, bounded (oldest entries go first), thread-safe: the memory backend
+    of this cache (bytes) and of the ChatOps session store (turns)."""
 
     name = "memory"
 
     def __init__(self, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries = max_entries
         self._clock = clock
-        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._data: OrderedDict[str, tuple[float, V]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> bytes | None:
+    def keys(self) -> list[str]:
+        """Keys held now (expired ones included until they are next read)."""
+        with self._lock:
+            return list(self._data)
+
+    def get(self, key: str) -> V | None:
         with self._lock:
             item = self._data.get(key)
             if item is None:
@@ -72,7 +81,7 @@ class MemoryTTL:
                 return None
             return item[1]
 
-    def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
+    def set(self, key: str, value: V, ttl_seconds: float) -> None:
         with self._lock:
             self._data[key] = (self._clock() + ttl_seconds, value)
             self._data.move_to_end(key)

@@ -16,11 +16,11 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from chatops.cache import MemoryTTL
 from chatops.intents import INTENT_PARAMS, LIST_INTENTS, WRITE_INTENTS, ParsedQuery
 from smartcloudops.errors import StoreError
 
@@ -78,31 +78,19 @@ class InMemorySessionStore:
     ) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_sessions = max_sessions
-        self._clock = clock
-        self._data: OrderedDict[str, tuple[float, Turn]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._turns: MemoryTTL[Turn] = MemoryTTL(max_entries=max_sessions, clock=clock)
+
+    def keys(self) -> list[str]:
+        return self._turns.keys()
 
     def get(self, key: str) -> Turn | None:
-        with self._lock:
-            item = self._data.get(key)
-            if item is None:
-                return None
-            expires, turn = item
-            if expires <= self._clock():
-                del self._data[key]
-                return None
-            return turn
+        return self._turns.get(key)
 
     def put(self, key: str, turn: Turn) -> None:
-        with self._lock:
-            self._data[key] = (self._clock() + self.ttl_seconds, turn)
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_sessions:
-                self._data.popitem(last=False)
+        self._turns.set(key, turn, self.ttl_seconds)
 
     def close(self) -> None:
-        with self._lock:
-            self._data.clear()
+        self._turns.close()
 
 
 class RedisSessionStore:

@@ -240,7 +240,7 @@ def test_injected_session_store_is_used(make_app: AppFactory) -> None:
     store = InMemorySessionStore()
     client = make_app(SESSION_STORE=store).test_client()
     ask(client, "memory on app-1", session_id="abc")
-    [key] = list(store._data)
+    [key] = store.keys()
     assert key.endswith(":abc") and TOKEN not in key
 
 
