@@ -106,16 +106,22 @@ def test_metric_names_other_than_the_canonical_ones_are_written_as_given() -> No
     assert encode_score_response(batch, output, "1") == _encode_structs(batch, output, "1")
 
 
+def kernel_encode(batch: Batch, output: ScoreOutput) -> bytes | None:
+    """The kernel's response for the whole batch (None: left to msgspec)."""
+    assert output.contribution_matrix is not None
+    return encode_rows(
+        batch.hosts, batch_micros(batch), output.scores, output.anomaly, output.severity, "1",
+        output.contribution_matrix, output.contribution_metrics,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("value", [-0.25, -0.0, np.nan, np.inf, 1e12])
 def test_values_msgspec_writes_differently_are_left_to_msgspec(value: float) -> None:
     rows = KERNEL_ENCODE_ROWS
     batch, output = make_batch(rows, 5), make_output(rows, 5)
     assert output.contribution_matrix is not None
     output.contribution_matrix[rows // 2, 3] = value
-    body = encode_rows(
-        batch.hosts, batch_micros(batch), output.scores, output.anomaly, output.severity, "1",
-        output.contribution_matrix, output.contribution_metrics,
-    )  # fmt: skip
+    body = kernel_encode(batch, output)
     assert body is None
     # The response is still right: the struct encoder wrote it.
     assert encode_score_response(batch, output, "1") == _encode_structs(batch, output, "1")
@@ -155,9 +161,6 @@ def test_a_buffer_sized_too_small_gives_up_instead_of_writing_past_it(
     )
     assert output.contribution_matrix is not None
     monkeypatch.setattr(writer, "_CONTRIBUTION_CHARS", 0)  # the sizing undercounts every row
-    body = encode_rows(
-        batch.hosts, batch_micros(batch), output.scores, output.anomaly, output.severity, "1",
-        output.contribution_matrix, output.contribution_metrics,
-    )  # fmt: skip
+    body = kernel_encode(batch, output)
     assert body is None
     assert encode_score_response(batch, output, "1") == _encode_structs(batch, output, "1")
