@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from serving_helpers import BASE, START, steady_history
 
 from serving.fast import ArrayFleetScorer, PlanScorer, batch_nanos
 from serving.model import FleetScorer, Loaded, frame_to_output, make_scorer
@@ -18,20 +19,11 @@ from smartcloudops.domain import CANONICAL_METRICS
 fleet_mod = pytest.importorskip("ml.fleet", reason="ml.fleet (ML helper) not present")
 training = pytest.importorskip("ml.training", reason="ml.training (ML helper) not present")
 
-START = pd.Timestamp("2024-05-01T00:00:00Z")
 ROWS = 240
-BASE = {"cpu": 30.0, "memory": 50.0, "disk": 40.0, "load": 1.0, "network_in": 1e5, "network_out": 1e5}
 
 
 def history() -> pd.DataFrame:
-    rng = np.random.default_rng(11)
-    ts = pd.date_range(START, periods=ROWS, freq="1min")
-    frames = [
-        pd.DataFrame({"timestamp": ts, "host": host,
-                      **{m: BASE[m] * (1 + rng.normal(0, 0.03, ROWS)) for m in CANONICAL_METRICS}})
-        for host in ("web-1", "web-2")
-    ]  # fmt: skip
-    return pd.concat(frames, ignore_index=True)
+    return steady_history(ROWS, seed=11, noise=0.03)
 
 
 @pytest.fixture(scope="module")

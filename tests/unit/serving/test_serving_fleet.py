@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
+from serving_helpers import START, steady_history
 from starlette.testclient import TestClient
 
 from serving.app import create_app
@@ -19,20 +19,11 @@ from smartcloudops.settings import Settings
 fleet = pytest.importorskip("ml.fleet", reason="ml.fleet (ML helper) not present")
 training = pytest.importorskip("ml.training", reason="ml.training (ML helper) not present")
 
-START = pd.Timestamp("2024-05-01T00:00:00Z")
 ROWS = 300
 
 
 def history() -> pd.DataFrame:
-    rng = np.random.default_rng(3)
-    ts = pd.date_range(START, periods=ROWS, freq="1min")
-    base = {"cpu": 30, "memory": 50, "disk": 40, "load": 1, "network_in": 1e5, "network_out": 1e5}
-    frames = [
-        pd.DataFrame({"timestamp": ts, "host": host,
-                      **{m: base[m] * (1 + rng.normal(0, 0.02, ROWS)) for m in CANONICAL_METRICS}})
-        for host in ("web-1", "web-2")
-    ]  # fmt: skip
-    return pd.concat(frames, ignore_index=True)
+    return steady_history(ROWS, seed=3, noise=0.02)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers import VENV_BIN, free_port, stop_process, wait_until
+from serving_helpers import START, steady_history
 
 from serving import model as serving_model
 from serving.fast import PlanScorer
@@ -32,20 +33,11 @@ training = pytest.importorskip("ml.training", reason="ml.training (ML helper) no
 mlflow = pytest.importorskip("mlflow")
 
 NAME = "serving-loader-detector"
-START = pd.Timestamp("2024-05-01T00:00:00Z")
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def history(seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    ts = pd.date_range(START, periods=240, freq="1min")
-    base = {"cpu": 30, "memory": 50, "disk": 40, "load": 1, "network_in": 1e5, "network_out": 1e5}
-    frames = [
-        pd.DataFrame({"timestamp": ts, "host": host,
-                      **{m: base[m] * (1 + rng.normal(0, 0.03, len(ts))) for m in CANONICAL_METRICS}})
-        for host in ("web-1", "web-2")
-    ]  # fmt: skip
-    return pd.concat(frames, ignore_index=True)
+    return steady_history(240, seed=seed, noise=0.03)
 
 
 def forest_fleet(seed: int) -> Any:

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
+from serving_helpers import steady_history
 from starlette.testclient import TestClient
 
 from serving.app import create_app
@@ -23,15 +23,10 @@ training = pytest.importorskip("ml.training", reason="ml.training (ML helper) no
 mlflow_pyfunc = pytest.importorskip("mlflow.pyfunc")
 
 NAME = "serving-e2e-detector"
-START = pd.Timestamp("2024-05-01T00:00:00Z")
 
 
 def history(seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    ts = pd.date_range(START, periods=240, freq="1min")
-    base = {"cpu": 30, "memory": 50, "disk": 40, "load": 1, "network_in": 1e5, "network_out": 1e5}
-    metrics = {m: base[m] * (1 + rng.normal(0, 0.02, len(ts))) for m in CANONICAL_METRICS}
-    return pd.DataFrame({"timestamp": ts, "host": "web-1", **metrics})
+    return steady_history(240, seed=seed, noise=0.02, hosts=("web-1",))
 
 
 def register(uri: str, artifacts: Path, python_model: Any, *, champion: bool) -> tuple[str, str]:
