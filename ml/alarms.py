@@ -175,8 +175,9 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         count0, sum0, squares0 = state.score_moments
         before = np.arange(len(u), dtype=float)
         count = count0 + before
-        total = sum0 + np.concatenate([[0.0], np.cumsum(u)[:-1]]) if len(u) else np.zeros(0)
-        squares = squares0 + np.concatenate([[0.0], np.cumsum(u * u)[:-1]]) if len(u) else np.zeros(0)
+        # Sums of the rows before each row (an empty call gives empty arrays).
+        total = sum0 + np.concatenate([[0.0], np.cumsum(u)])[:-1]
+        squares = squares0 + np.concatenate([[0.0], np.cumsum(u * u)])[:-1]
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = total / count
             spread = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
