@@ -259,9 +259,11 @@ class RobustBaselineDetector(BaseDetector):
         overall = np.median(values, axis=0)
 
         if self.vol_rows_ > 1:
+            # This first pass has no offset yet (log of the bare spread): the channel's output
+            # is log(spread), so the typical spread is exp of its median, not the median.
             first = [self._channels(s)[-1] for s in segments]
-            spread = np.vstack([f[m] for f, m in zip(first, masks, strict=True)])
-            typical = _nanmedian_or(spread, 0.0)
+            log_spread = np.vstack([f[m] for f, m in zip(first, masks, strict=True)])
+            typical = np.exp(_nanmedian_or(log_spread, -np.inf))
             # A tenth of the typical spread: a stuck metric reads log(0.1), not log(0) = -inf.
             self.vol_eps_ = 0.1 * typical + 1e-12
 

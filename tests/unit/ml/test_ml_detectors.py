@@ -331,6 +331,28 @@ def test_robust_baseline_flags_a_stuck_metric_and_a_noise_burst() -> None:
         assert det.contributions(frame).iloc[100:140].mean().idxmax() == metric
 
 
+@pytest.mark.parametrize("unit", [1e-3, 1e3], ids=["fraction", "thousands"])
+def test_robust_baseline_scores_do_not_depend_on_the_metric_unit(unit: float) -> None:
+    # CPU as 0.5 or 50, bytes or kilobytes: the same series in another unit is the same
+    # evidence. (The volatility channel's offset once came from the median *log* spread,
+    # negative below a spread of 1: the channel read NaN except right after a burst, where
+    # its floored scale turned it into scores near 100.)
+    history = wide_host(n=4 * 288, freq="5min", seed=8)
+    history["cpu"] = np.round(history["cpu"] / 10.0) * 0.066  # quantised small values
+    train, test = history.iloc[: 3 * 288], history.iloc[3 * 288 :].copy()
+    test.loc[test.index[150], "cpu"] += 1.5
+    scaled_train, scaled_test = train.copy(), test.copy()
+    for frame in (scaled_train, scaled_test):
+        frame[["cpu", "memory"]] *= unit
+    plain = RobustBaselineDetector().fit(train)
+    scaled = RobustBaselineDetector().fit(scaled_train)
+    assert np.isfinite(plain.center_).all() and np.isfinite(plain.vol_eps_).all()
+    assert (plain.vol_eps_ > 0).all()
+    a = plain.score_details(test, context=train.iloc[-100:]).calibrated
+    b = scaled.score_details(scaled_test, context=scaled_train.iloc[-100:]).calibrated
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-9)  # the floors add 1e-9 and 1e-12
+
+
 def test_robust_baseline_transform_choice() -> None:
     rng = np.random.default_rng(3)
     frame = wide_host(n=3 * 288, freq="5min", seed=3)
