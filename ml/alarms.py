@@ -27,11 +27,18 @@ Per-row flags come in as "calibrated score at the alarm line". Then:
    rows above usual) is found; a series busier than its training days stops paging once its
    history has seen enough of it. The log keeps one enormous row from swamping the
    statistics.
-4. **M-of-N**: a flagged row is an alarm candidate when at least ``m`` of the last ``n``
+4. **Score record** (optional, ``record_ratio``): a row is also flagged when its score is
+   at least ``record_ratio`` × the highest score this host has produced so far (training
+   rows in-sample, then every scored row; known incidents left out) and at least
+   ``record_floor`` (a fraction of the alarm line). A row unlike anything the host has done
+   is news even below the line: a spike half again as high as every daily spike before it.
+   The reference only grows, so what was once a record is routine afterwards; it restarts
+   with each retrained model, whose training window is the start of its history.
+5. **M-of-N**: a flagged row is an alarm candidate when at least ``m`` of the last ``n``
    flags (this row included) are set. ``m == n`` is a debounce; ``m = n = 1`` passes flags through.
    With ``bypass`` set, a flagged row whose calibrated score reaches it is a candidate on its
    own: debouncing exists to ignore marginal blips, not a value far beyond the alarm line.
-5. **Cooldown** (suppression after an alarm): after an alarm at ``t``, candidates before
+6. **Cooldown** (suppression after an alarm): after an alarm at ``t``, candidates before
    ``t + cooldown`` are dropped. One incident then raises one alarm instead of one per row,
    which is what an on-call engineer wants paged, and what event-level scoring rewards.
    With ``keys`` (the caller's label for *what* is anomalous, e.g. the metric contributing
@@ -103,6 +110,8 @@ class AlarmState:
     score_moments: tuple[float, float, float] = (0.0, 0.0, 0.0)
     #: ... and the last likelihood_rows - 1 values of log(1 + score), oldest first
     recent_scores: tuple[float, ...] = ()
+    #: the score record's reference: the highest calibrated score of the history (0: none)
+    score_max: float = 0.0
 
 
 class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
@@ -118,6 +127,8 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         likelihood_z: float | None = None,
         likelihood_rows: int = 10,
         spike_level: float = 1.0,
+        record_ratio: float | None = None,
+        record_floor: float = 0.5,
     ) -> None:
         self.m = m
         self.n = n
@@ -129,6 +140,8 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         self.likelihood_z = likelihood_z
         self.likelihood_rows = likelihood_rows
         self.spike_level = spike_level
+        self.record_ratio = record_ratio
+        self.record_floor = record_floor
 
     def _check(self) -> int:
         if not (isinstance(self.m, int) and isinstance(self.n, int) and 1 <= self.m <= self.n):
@@ -150,6 +163,11 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
             raise InputError(
                 f"score likelihood needs likelihood_z > 0 and likelihood_rows >= 1, got "
                 f"{self.likelihood_z!r} and {self.likelihood_rows!r}"
+            )
+        if self.record_ratio is not None and not (self.record_ratio >= 1.0 and self.record_floor >= 0.0):
+            raise InputError(
+                f"score record needs record_ratio >= 1 and record_floor >= 0, got "
+                f"{self.record_ratio!r} and {self.record_floor!r}"
             )
         if not self.spike_level >= 1.0:
             raise InputError(f"spike level must be >= 1 (the alarm line), got {self.spike_level!r}")
@@ -186,6 +204,24 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         moments = (count0 + len(u), sum0 + float(u.sum()), squares0 + float(np.square(u).sum()))
         recent = tuple(float(x) for x in full[max(len(full) - (rows - 1), 0) :]) if rows > 1 else ()
         return flags, moments, recent
+
+    def record_flags(
+        self, scores: np.ndarray, state: AlarmState | None = None, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, float]:
+        """Per row, whether it is a score record; the new reference (highest score so far).
+
+        Each row is compared with the highest score *before* it (``state.score_max``, then
+        earlier rows of this call); rows marked in ``exclude`` (known incidents) are judged
+        but never become the reference.
+        """
+        state = state or AlarmState()
+        values = np.nan_to_num(np.asarray(scores, dtype=float), nan=0.0)
+        reference = values if exclude is None else np.where(np.asarray(exclude, dtype=bool), 0.0, values)
+        highest = np.maximum.accumulate(np.concatenate([[state.score_max], reference]))
+        before = highest[:-1]
+        ratio = float(self.record_ratio) if self.record_ratio is not None else np.inf
+        flags = (before > 0.0) & (values >= ratio * before) & (values >= float(self.record_floor))
+        return flags, float(highest[-1])
 
     @property
     def _recent_hours(self) -> int:
@@ -254,13 +290,18 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         ts = np.asarray(timestamps_ns, dtype=np.int64)
         hour_max = state.hour_max
         moments, recent_scores = state.score_moments, state.recent_scores
-        lik_flags = None
+        lik_flags = record = None
+        score_max = state.score_max
         if self.spike_level != 1.0 and scores is not None:
             raw = raw & (np.asarray(scores, dtype=float) >= self.spike_level)
         if self.likelihood_z is not None:
             if scores is None:
                 raise InputError("the score likelihood needs the calibrated scores")
             lik_flags, moments, recent_scores = self.likelihood_flags(scores, state)
+        if self.record_ratio is not None:
+            if scores is None:
+                raise InputError("the score record needs the calibrated scores")
+            record, score_max = self.record_flags(scores, state, exclude)
         if self.recent_days is not None and scores is not None:
             values = np.asarray(scores, dtype=float)
             reference = values if exclude is None else np.where(np.asarray(exclude, dtype=bool), 0.0, values)
@@ -268,6 +309,8 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
             raw = raw & (np.asarray(scores, dtype=float) >= self.recent_margin * bar)
         if lik_flags is not None:
             raw = raw | lik_flags
+        if record is not None:
+            raw = raw | record
         prefix = np.asarray(state.recent[-(self.n - 1) :] if self.n > 1 else (), dtype=bool)
         full = np.concatenate([prefix, raw]).astype(np.int64)
         csum = np.concatenate([[0], np.cumsum(full)])
@@ -302,6 +345,7 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
             hour_max=hour_max,
             score_moments=moments,
             recent_scores=recent_scores,
+            score_max=score_max,
         )
 
     def apply(self, flags: pd.Series, scores: pd.Series | None = None) -> pd.Series:

@@ -971,13 +971,15 @@ def compile_fleet(fleet: Any) -> FleetPlan:
     policy = fleet.policy
     if type(policy) is not AlarmPolicy or set(policy.get_params()) != {
         "m", "n", "cooldown", "bypass", "recent_days", "recent_rank", "recent_margin", "likelihood_z",
-        "likelihood_rows", "spike_level",
+        "likelihood_rows", "spike_level", "record_ratio", "record_floor",
     }:  # fmt: skip
         raise NotCompilableError(f"unknown alarm policy {type(policy).__name__}")
     if policy.recent_days is not None:
         raise NotCompilableError("the routine bar of the alarm policy is not compiled")
-    if policy.likelihood_z is not None or policy.spike_level != 1.0:
-        raise NotCompilableError("the score likelihood or spike level of the alarm policy is not compiled")
+    if policy.likelihood_z is not None or policy.spike_level != 1.0 or policy.record_ratio is not None:
+        raise NotCompilableError(
+            "the score likelihood, spike level or score record of the alarm policy is not compiled"
+        )
     alarm = AlarmRules(
         m=int(policy.m),
         n=int(policy.n),

@@ -251,9 +251,13 @@ class FleetModel:
 
     def initial_alarm_state(self, host: str) -> AlarmState:
         """The alarm state a host starts from: the history of its detector's training scores
-        (the alarm policy's score likelihood judges the first rows against it)."""
-        moments = getattr(self.detector_for(host), "score_moments_", None)
-        return AlarmState() if moments is None else AlarmState(score_moments=tuple(moments))
+        (the alarm policy's score likelihood and score record judge the first rows against
+        it)."""
+        detector = self.detector_for(host)
+        moments = getattr(detector, "score_moments_", None)
+        if moments is None:  # pickled before the likelihood existed: no history
+            return AlarmState()
+        return AlarmState(score_moments=tuple(moments), score_max=float(getattr(detector, "score_max_", 0.0)))
 
     def reset_state(self) -> None:
         """Forget the live-scoring history of every host."""

@@ -352,9 +352,11 @@ class _AlarmRowPlan:
 
     _PARAMS = frozenset(
         {"m", "n", "cooldown", "bypass", "recent_days", "recent_rank", "recent_margin", "likelihood_z",
-         "likelihood_rows", "spike_level"}
+         "likelihood_rows", "spike_level", "record_ratio", "record_floor"}
     )  # fmt: skip
-    _STATE = ("recent", "last_alarm_ns", "last_by_key", "hour_max", "score_moments", "recent_scores")
+    _STATE = (
+        "recent", "last_alarm_ns", "last_by_key", "hour_max", "score_moments", "recent_scores", "score_max",
+    )  # fmt: skip
 
     def __init__(self, policy: Any) -> None:
         from dataclasses import fields
@@ -372,6 +374,7 @@ class _AlarmRowPlan:
         self.routine = policy.recent_days is not None
         self.margin = float(policy.recent_margin)
         self.likelihood = policy.likelihood_z is not None
+        self.record = policy.record_ratio is not None
         self.spike_level = float(policy.spike_level)
         self.policy = policy
 
@@ -420,6 +423,10 @@ class _AlarmRowPlan:
             # The policy's own code, like the routine bar: a few array operations on one row.
             flags, moments, recent_scores = self.policy.likelihood_flags(np.array([score]), state)
             raw = raw or bool(flags[0])
+        score_max = state.score_max
+        if self.record:
+            record, score_max = self.policy.record_flags(np.array([score]), state)
+            raw = raw or bool(record[0])
         alarm, recent, last, by_key = alarm_step(
             tuple(bool(x) for x in state.recent), state.last_alarm_ns, dict(state.last_by_key),
             flag=bool(raw), score=score, t=t, key=key,
@@ -427,6 +434,6 @@ class _AlarmRowPlan:
         )  # fmt: skip
         new_state = self.state_cls(
             recent=recent, last_alarm_ns=last, last_by_key=tuple(sorted(by_key.items())), hour_max=hour_max,
-            score_moments=moments, recent_scores=recent_scores,
+            score_moments=moments, recent_scores=recent_scores, score_max=score_max,
         )  # fmt: skip
         return np.array([alarm]), new_state

@@ -184,7 +184,10 @@ class BaseDetector(BaseEstimator):  # type: ignore[misc]
         self.threshold_ = clone(base).fit(train_raw, rows_per_day=rows_per_day)
         # The training rows' calibrated scores, summed up: the history an alarm policy's score
         # likelihood starts from (ml.alarms), so a host's first live rows are judged at once.
-        self.score_moments_ = score_moments(self.calibrate(train_raw))
+        calibrated = self.calibrate(train_raw)
+        self.score_moments_ = score_moments(calibrated)
+        # ... and the highest of them: the reference of the policy's score record.
+        self.score_max_ = float(np.nanmax(calibrated, initial=0.0))
         return self
 
     def default_threshold(self) -> Threshold:

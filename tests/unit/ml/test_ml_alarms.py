@@ -186,3 +186,71 @@ def test_m_of_n_with_a_long_window_is_the_same_live_and_in_batch() -> None:
         live.append(bool(out[0]))
     assert live == batch.tolist()
     assert np.flatnonzero(batch).tolist() == [6]  # rows 2..6 hold the first 3 flags of 5
+
+
+# -- the score record ------------------------------------------------------------------------
+RECORD = AlarmPolicy(m=1, n=1, cooldown="6h", spike_level=3.0, record_ratio=1.5, record_floor=0.5)
+
+
+def daily_spikes(days: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quiet rows with one spike a day at 0.5 of the line: a routine the host does daily."""
+    ts, scores = noisy_scores(days, seed=3)
+    scores = np.minimum(scores, 0.2)
+    scores[np.arange(days) * 288 + 100] = 0.5
+    return ts, scores
+
+
+def test_a_spike_half_again_above_every_earlier_one_is_a_record() -> None:
+    ts, scores = daily_spikes(6)
+    scores[4 * 288 + 100] = 0.8  # 1.6x the daily spike, still under the line
+    scores[5 * 288 + 100] = 0.7  # 1.4x the daily spike, and below the new highest
+    trained = AlarmState(score_max=0.5)  # its training days had the daily spike too
+    alarms, state = RECORD.apply_array(ts, scores >= 1.0, trained, scores)
+    assert np.flatnonzero(alarms).tolist() == [4 * 288 + 100]
+    assert state.score_max == pytest.approx(0.8)
+    # Without the record, nothing under 3x the line alarms alone.
+    plain = AlarmPolicy(m=1, n=1, cooldown="6h", spike_level=3.0)
+    assert not plain.apply_array(ts, scores >= 1.0, trained, scores)[0].any()
+    # Without a history the first daily spike is itself a record (nothing like it before).
+    fresh, _ = RECORD.apply_array(ts, scores >= 1.0, None, scores)
+    assert np.flatnonzero(fresh).tolist() == [100, 4 * 288 + 100]
+
+
+def test_record_needs_a_history_and_the_floor_and_ignores_known_incidents() -> None:
+    ts, scores = daily_spikes(3)
+    # The first row of a host without history is never a record (there is nothing before it).
+    first, _ = RECORD.apply_array(ts[:1], np.zeros(1, dtype=bool), None, np.array([0.9]))
+    assert not first.any()
+    # A quiet host: a rise to 0.4 is 2x its highest score but under the floor.
+    quiet = np.full(50, 0.1)
+    quiet[40] = 0.4
+    low, _ = RECORD.apply_array(ts[:50], np.zeros(50, dtype=bool), None, quiet)
+    assert not low.any()
+    # A known incident at 5.0 is judged but does not become the reference.
+    known = np.zeros(len(ts), dtype=bool)
+    scores[288 + 50], known[288 + 50] = 5.0, True
+    scores[2 * 288 + 100] = 0.8
+    alarms, state = RECORD.apply_array(ts, scores >= 1.0, None, scores, exclude=known)
+    assert 2 * 288 + 100 in np.flatnonzero(alarms).tolist()
+    assert state.score_max == pytest.approx(0.8)
+    with pytest.raises(InputError, match="score record"):
+        AlarmPolicy(record_ratio=0.9).apply_array(ts[:1], np.ones(1, dtype=bool), None, scores[:1])
+    with pytest.raises(InputError, match="calibrated scores"):
+        RECORD.apply_array(ts[:1], np.ones(1, dtype=bool))
+
+
+def test_record_is_the_same_live_and_in_batch_and_starts_from_given_history() -> None:
+    ts, scores = daily_spikes(4)
+    scores[3 * 288 + 100] = 0.9
+    history = AlarmState(score_max=0.55)
+    batch, end_state = RECORD.apply_array(ts, scores >= 1.0, history, scores)
+    state, parts = history, []
+    for chunk in np.array_split(np.arange(len(ts)), 17):
+        out, state = RECORD.apply_array(ts[chunk], scores[chunk] >= 1.0, state, scores[chunk])
+        parts.append(out)
+    np.testing.assert_array_equal(np.concatenate(parts), batch)
+    assert state.score_max == end_state.score_max == pytest.approx(0.9)
+    assert np.flatnonzero(batch).tolist() == [3 * 288 + 100]
+    # From a history whose highest score was 0.7, 0.9 is no record.
+    higher, _ = RECORD.apply_array(ts, scores >= 1.0, AlarmState(score_max=0.7), scores)
+    assert not higher.any()

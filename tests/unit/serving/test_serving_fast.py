@@ -206,6 +206,7 @@ def test_batch_nanos_is_exact_to_the_microsecond() -> None:
 
 def test_unknown_alarm_policies_fall_back_to_their_own_code() -> None:
     from ml.alarms import AlarmPolicy
+    from ml.training import default_alarm_policy
     from serving.fast import _AlarmRowPlan
 
     class Custom(AlarmPolicy):  # a subclass may change the rules: never re-implemented here
@@ -216,6 +217,8 @@ def test_unknown_alarm_policies_fall_back_to_their_own_code() -> None:
         AlarmPolicy(),
         AlarmPolicy(m=2, n=3, cooldown="1h"),
         AlarmPolicy(recent_days=1.0, bypass=1.5),
+        default_alarm_policy(likelihood=True),  # likelihood, spike level and score record
+        AlarmPolicy(record_ratio=1.2, record_floor=0.0),
     ):
         assert _AlarmRowPlan.build(policy) is not None
 
