@@ -32,8 +32,11 @@ Per-row flags come in as "calibrated score at the alarm line". Then:
    rows in-sample, then every scored row; known incidents left out) and at least
    ``record_floor`` (a fraction of the alarm line). A row unlike anything the host has done
    is news even below the line: a spike half again as high as every daily spike before it.
-   The reference only grows, so what was once a record is routine afterwards; it restarts
-   with each retrained model, whose training window is the start of its history.
+   Records are judged only once the history spans ``record_history``: the highest score of
+   a day or two of training underestimates what normal days do (on the synthetic corpus
+   most records in the first hours after training were false alarms). The reference only
+   grows, so what was once a record is routine afterwards; it restarts with each retrained
+   model, whose training window is the start of its history.
 5. **M-of-N**: a flagged row is an alarm candidate when at least ``m`` of the last ``n``
    flags (this row included) are set. ``m == n`` is a debounce; ``m = n = 1`` passes flags through.
    With ``bypass`` set, a flagged row whose calibrated score reaches it is a candidate on its
@@ -112,6 +115,8 @@ class AlarmState:
     recent_scores: tuple[float, ...] = ()
     #: the score record's reference: the highest calibrated score of the history (0: none)
     score_max: float = 0.0
+    #: when that history began (None: not yet); records are judged after ``record_history``
+    history_start_ns: int | None = None
 
 
 class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
@@ -129,6 +134,7 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         spike_level: float = 1.0,
         record_ratio: float | None = None,
         record_floor: float = 0.5,
+        record_history: str = "0s",
     ) -> None:
         self.m = m
         self.n = n
@@ -142,6 +148,7 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         self.spike_level = spike_level
         self.record_ratio = record_ratio
         self.record_floor = record_floor
+        self.record_history = record_history
 
     def _check(self) -> int:
         if not (isinstance(self.m, int) and isinstance(self.n, int) and 1 <= self.m <= self.n):
@@ -169,6 +176,13 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
                 f"score record needs record_ratio >= 1 and record_floor >= 0, got "
                 f"{self.record_ratio!r} and {self.record_floor!r}"
             )
+        if self.record_ratio is not None:
+            try:
+                history = pd.Timedelta(self.record_history)
+            except ValueError as exc:
+                raise InputError(f"bad score record history {self.record_history!r}") from exc
+            if history < pd.Timedelta(0):
+                raise InputError(f"score record history must be >= 0, got {self.record_history!r}")
         if not self.spike_level >= 1.0:
             raise InputError(f"spike level must be >= 1 (the alarm line), got {self.spike_level!r}")
         return int(cooldown.value)
@@ -206,13 +220,19 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         return flags, moments, recent
 
     def record_flags(
-        self, scores: np.ndarray, state: AlarmState | None = None, exclude: np.ndarray | None = None
-    ) -> tuple[np.ndarray, float]:
-        """Per row, whether it is a score record; the new reference (highest score so far).
+        self,
+        timestamps_ns: np.ndarray,
+        scores: np.ndarray,
+        state: AlarmState | None = None,
+        exclude: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, float, int | None]:
+        """Per row, whether it is a score record; the new reference (highest score so far)
+        and the start of the history (the first row ever seen, unless ``state`` has one).
 
         Each row is compared with the highest score *before* it (``state.score_max``, then
         earlier rows of this call); rows marked in ``exclude`` (known incidents) are judged
-        but never become the reference.
+        but never become the reference. Rows less than ``record_history`` after the start of
+        the history are never records.
         """
         state = state or AlarmState()
         values = np.nan_to_num(np.asarray(scores, dtype=float), nan=0.0)
@@ -221,7 +241,13 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         before = highest[:-1]
         ratio = float(self.record_ratio) if self.record_ratio is not None else np.inf
         flags = (before > 0.0) & (values >= ratio * before) & (values >= float(self.record_floor))
-        return flags, float(highest[-1])
+        ts = np.asarray(timestamps_ns, dtype=np.int64)
+        start = state.history_start_ns
+        if start is None and len(ts):
+            start = int(ts[0])
+        if start is not None:
+            flags &= ts >= start + int(pd.Timedelta(self.record_history).value)
+        return flags, float(highest[-1]), start
 
     @property
     def _recent_hours(self) -> int:
@@ -291,7 +317,7 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         hour_max = state.hour_max
         moments, recent_scores = state.score_moments, state.recent_scores
         lik_flags = record = None
-        score_max = state.score_max
+        score_max, history_start = state.score_max, state.history_start_ns
         if self.spike_level != 1.0 and scores is not None:
             raw = raw & (np.asarray(scores, dtype=float) >= self.spike_level)
         if self.likelihood_z is not None:
@@ -301,7 +327,7 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         if self.record_ratio is not None:
             if scores is None:
                 raise InputError("the score record needs the calibrated scores")
-            record, score_max = self.record_flags(scores, state, exclude)
+            record, score_max, history_start = self.record_flags(ts, scores, state, exclude)
         if self.recent_days is not None and scores is not None:
             values = np.asarray(scores, dtype=float)
             reference = values if exclude is None else np.where(np.asarray(exclude, dtype=bool), 0.0, values)
@@ -346,6 +372,7 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
             score_moments=moments,
             recent_scores=recent_scores,
             score_max=score_max,
+            history_start_ns=history_start,
         )
 
     def apply(self, flags: pd.Series, scores: pd.Series | None = None) -> pd.Series:

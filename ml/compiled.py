@@ -971,7 +971,7 @@ def compile_fleet(fleet: Any) -> FleetPlan:
     policy = fleet.policy
     if type(policy) is not AlarmPolicy or set(policy.get_params()) != {
         "m", "n", "cooldown", "bypass", "recent_days", "recent_rank", "recent_margin", "likelihood_z",
-        "likelihood_rows", "spike_level", "record_ratio", "record_floor",
+        "likelihood_rows", "spike_level", "record_ratio", "record_floor", "record_history",
     }:  # fmt: skip
         raise NotCompilableError(f"unknown alarm policy {type(policy).__name__}")
     if policy.recent_days is not None:

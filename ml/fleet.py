@@ -257,7 +257,11 @@ class FleetModel:
         moments = getattr(detector, "score_moments_", None)
         if moments is None:  # pickled before the likelihood existed: no history
             return AlarmState()
-        return AlarmState(score_moments=tuple(moments), score_max=float(getattr(detector, "score_max_", 0.0)))
+        return AlarmState(
+            score_moments=tuple(moments),
+            score_max=float(getattr(detector, "score_max_", 0.0)),
+            history_start_ns=getattr(detector, "history_start_ns_", None),
+        )
 
     def reset_state(self) -> None:
         """Forget the live-scoring history of every host."""

@@ -42,19 +42,20 @@ def default_alarm_policy(routine: bool = True, likelihood: bool = False) -> Alar
     - ``likelihood`` (with the routine bar): one row alarms on its own at 3× the line; runs
       of moderately unusual rows alarm through the score likelihood (the mean of the last
       10 rows' log(1 + score) more than 4.5 standard deviations above the host's history);
-      and a row 1.5× higher than any score the host has produced (at least half the line)
-      alarms as a score record.
+      and, once the host has three days of history, a row 1.5× higher than any score it has
+      produced (and at least half the line) alarms as a score record.
 
     Chosen on the synthetic development corpus (:mod:`ml.injection`) and the simulator; the
-    likelihood also on NAB, which NOTES.md allows as development data (docs/benchmarks.md
-    has the runs, and held-out synthetic seeds as the check).
+    likelihood and the record also on NAB, which NOTES.md allows as development data
+    (docs/benchmarks.md has the runs, and other synthetic seeds as the check).
     """
     if not routine:
         return AlarmPolicy(m=2, n=3, cooldown="6h", bypass=2.0)
     if likelihood:
         return AlarmPolicy(
             m=1, n=1, cooldown="6h", recent_days=3.0, recent_rank=3, recent_margin=1.5,
-            likelihood_z=4.5, likelihood_rows=10, spike_level=3.0, record_ratio=1.5, record_floor=0.5,
+            likelihood_z=4.5, likelihood_rows=10, spike_level=3.0,
+            record_ratio=1.5, record_floor=0.5, record_history="3D",
         )  # fmt: skip
     return AlarmPolicy(m=2, n=3, cooldown="6h", bypass=2.0, recent_days=3.0, recent_rank=3, recent_margin=1.5)
 

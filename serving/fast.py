@@ -352,10 +352,11 @@ class _AlarmRowPlan:
 
     _PARAMS = frozenset(
         {"m", "n", "cooldown", "bypass", "recent_days", "recent_rank", "recent_margin", "likelihood_z",
-         "likelihood_rows", "spike_level", "record_ratio", "record_floor"}
+         "likelihood_rows", "spike_level", "record_ratio", "record_floor", "record_history"}
     )  # fmt: skip
     _STATE = (
         "recent", "last_alarm_ns", "last_by_key", "hour_max", "score_moments", "recent_scores", "score_max",
+        "history_start_ns",
     )  # fmt: skip
 
     def __init__(self, policy: Any) -> None:
@@ -423,9 +424,11 @@ class _AlarmRowPlan:
             # The policy's own code, like the routine bar: a few array operations on one row.
             flags, moments, recent_scores = self.policy.likelihood_flags(np.array([score]), state)
             raw = raw or bool(flags[0])
-        score_max = state.score_max
+        score_max, history_start = state.score_max, state.history_start_ns
         if self.record:
-            record, score_max = self.policy.record_flags(np.array([score]), state)
+            record, score_max, history_start = self.policy.record_flags(
+                np.array([t], dtype=np.int64), np.array([score]), state
+            )
             raw = raw or bool(record[0])
         alarm, recent, last, by_key = alarm_step(
             tuple(bool(x) for x in state.recent), state.last_alarm_ns, dict(state.last_by_key),
@@ -435,5 +438,6 @@ class _AlarmRowPlan:
         new_state = self.state_cls(
             recent=recent, last_alarm_ns=last, last_by_key=tuple(sorted(by_key.items())), hour_max=hour_max,
             score_moments=moments, recent_scores=recent_scores, score_max=score_max,
+            history_start_ns=history_start,
         )  # fmt: skip
         return np.array([alarm]), new_state

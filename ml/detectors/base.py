@@ -188,6 +188,7 @@ class BaseDetector(BaseEstimator):  # type: ignore[misc]
         self.score_moments_ = score_moments(calibrated)
         # ... and the highest of them: the reference of the policy's score record.
         self.score_max_ = float(np.nanmax(calibrated, initial=0.0))
+        self.history_start_ns_ = int(min(int(seg.timestamps[0]) for seg in segments))
         return self
 
     def default_threshold(self) -> Threshold:

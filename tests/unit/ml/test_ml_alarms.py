@@ -254,3 +254,26 @@ def test_record_is_the_same_live_and_in_batch_and_starts_from_given_history() ->
     # From a history whose highest score was 0.7, 0.9 is no record.
     higher, _ = RECORD.apply_array(ts, scores >= 1.0, AlarmState(score_max=0.7), scores)
     assert not higher.any()
+
+
+def test_records_wait_until_the_history_spans_record_history() -> None:
+    ts, scores = daily_spikes(5)
+    scores[1 * 288 + 100] = 0.8  # a record on day 1 ...
+    scores[3 * 288 + 100] = 1.3  # ... and another on day 3
+    patient = AlarmPolicy(m=1, n=1, cooldown="6h", spike_level=3.0, record_ratio=1.5, record_history="2D")
+    alarms, state = patient.apply_array(ts, scores >= 1.0, AlarmState(score_max=0.5), scores)
+    assert np.flatnonzero(alarms).tolist() == [3 * 288 + 100]  # day 1 is too early to judge
+    assert state.history_start_ns == int(ts[0])
+    # A history that began two days before these rows judges from the first of them.
+    earlier = AlarmState(score_max=0.5, history_start_ns=int(ts[0]) - 2 * 24 * HOUR)
+    alarms, _ = patient.apply_array(ts, scores >= 1.0, earlier, scores)
+    assert np.flatnonzero(alarms).tolist() == [1 * 288 + 100, 3 * 288 + 100]
+    # Live, row by row, the same.
+    state, live = AlarmState(score_max=0.5), []
+    for i in range(len(ts)):
+        out, state = patient.apply_array(ts[i : i + 1], scores[i : i + 1] >= 1.0, state, scores[i : i + 1])
+        live.append(bool(out[0]))
+    assert np.flatnonzero(live).tolist() == [3 * 288 + 100]
+    with pytest.raises(InputError, match="score record history"):
+        vague = AlarmPolicy(record_ratio=1.5, record_history="soon")
+        vague.apply_array(ts[:1], np.ones(1, dtype=bool), None, scores[:1])
