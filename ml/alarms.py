@@ -98,6 +98,17 @@ def _episode_peaks(hours: np.ndarray, maxima: np.ndarray) -> np.ndarray:
     return np.asarray(np.maximum.reduceat(maxima, np.flatnonzero(starts)))
 
 
+def _duration(value: str, what: str) -> pd.Timedelta:
+    """A policy's duration parameter, parsed; a clear error when it is not one or negative."""
+    try:
+        duration = pd.Timedelta(value)
+    except ValueError as exc:
+        raise InputError(f"bad {what} {value!r}") from exc
+    if duration < pd.Timedelta(0):
+        raise InputError(f"{what} must be >= 0, got {value!r}")
+    return duration
+
+
 @dataclass(frozen=True)
 class AlarmState:
     """What live scoring must remember between calls for one host."""
@@ -153,12 +164,7 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
     def _check(self) -> int:
         if not (isinstance(self.m, int) and isinstance(self.n, int) and 1 <= self.m <= self.n):
             raise InputError(f"alarm policy needs 1 <= m <= n, got m={self.m}, n={self.n}")
-        try:
-            cooldown = pd.Timedelta(self.cooldown)
-        except ValueError as exc:
-            raise InputError(f"bad alarm cooldown {self.cooldown!r}") from exc
-        if cooldown < pd.Timedelta(0):
-            raise InputError(f"alarm cooldown must be >= 0, got {self.cooldown!r}")
+        cooldown = _duration(self.cooldown, "alarm cooldown")
         if self.recent_days is not None and not (self.recent_days > 0 and self.recent_rank >= 1):
             raise InputError(
                 f"routine bar needs recent_days > 0 and recent_rank >= 1, got "
@@ -171,18 +177,13 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
                 f"score likelihood needs likelihood_z > 0 and likelihood_rows >= 1, got "
                 f"{self.likelihood_z!r} and {self.likelihood_rows!r}"
             )
-        if self.record_ratio is not None and not (self.record_ratio >= 1.0 and self.record_floor >= 0.0):
-            raise InputError(
-                f"score record needs record_ratio >= 1 and record_floor >= 0, got "
-                f"{self.record_ratio!r} and {self.record_floor!r}"
-            )
         if self.record_ratio is not None:
-            try:
-                history = pd.Timedelta(self.record_history)
-            except ValueError as exc:
-                raise InputError(f"bad score record history {self.record_history!r}") from exc
-            if history < pd.Timedelta(0):
-                raise InputError(f"score record history must be >= 0, got {self.record_history!r}")
+            if not (self.record_ratio >= 1.0 and self.record_floor >= 0.0):
+                raise InputError(
+                    f"score record needs record_ratio >= 1 and record_floor >= 0, got "
+                    f"{self.record_ratio!r} and {self.record_floor!r}"
+                )
+            _duration(self.record_history, "score record history")
         if not self.spike_level >= 1.0:
             raise InputError(f"spike level must be >= 1 (the alarm line), got {self.spike_level!r}")
         return int(cooldown.value)
@@ -246,7 +247,7 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         if start is None and len(ts):
             start = int(ts[0])
         if start is not None:
-            flags &= ts >= start + int(pd.Timedelta(self.record_history).value)
+            flags &= ts >= start + int(_duration(self.record_history, "score record history").value)
         return flags, float(highest[-1]), start
 
     @property
