@@ -143,17 +143,25 @@ def test_spike_level_lets_only_far_rows_alarm_alone() -> None:
     assert np.flatnonzero(alarms).tolist() == [400]
 
 
+def apply_in_chunks(
+    policy: AlarmPolicy, ts: np.ndarray, scores: np.ndarray, state: AlarmState, chunks: int
+) -> tuple[np.ndarray, AlarmState]:
+    """Live scoring's view: the rows in ``chunks`` calls, each carrying the state on."""
+    parts = []
+    for chunk in np.array_split(np.arange(len(ts)), chunks):
+        out, state = policy.apply_array(ts[chunk], scores[chunk] >= 1.0, state, scores[chunk])
+        parts.append(out)
+    return np.concatenate(parts), state
+
+
 def test_likelihood_is_the_same_live_and_in_batch_and_starts_from_given_history() -> None:
     ts, scores = noisy_scores(3, seed=2)
     scores[500:530] += 0.6
     scores[700] = 5.0
     history = AlarmState(score_moments=(100.0, 100 * np.log1p(0.1), 100 * np.log1p(0.1) ** 2 + 0.2))
     batch, end_state = LIKELIHOOD.apply_array(ts, scores >= 1.0, history, scores)
-    state, parts = history, []
-    for chunk in np.array_split(np.arange(len(ts)), 23):
-        out, state = LIKELIHOOD.apply_array(ts[chunk], scores[chunk] >= 1.0, state, scores[chunk])
-        parts.append(out)
-    np.testing.assert_array_equal(np.concatenate(parts), batch)
+    live, state = apply_in_chunks(LIKELIHOOD, ts, scores, history, 23)
+    np.testing.assert_array_equal(live, batch)
     assert state.score_moments[0] == end_state.score_moments[0] == 100 + len(ts)
     np.testing.assert_allclose(state.score_moments, end_state.score_moments, rtol=1e-12)
     assert state.recent_scores == pytest.approx(end_state.recent_scores)
@@ -244,11 +252,8 @@ def test_record_is_the_same_live_and_in_batch_and_starts_from_given_history() ->
     scores[3 * 288 + 100] = 0.9
     history = AlarmState(score_max=0.55)
     batch, end_state = RECORD.apply_array(ts, scores >= 1.0, history, scores)
-    state, parts = history, []
-    for chunk in np.array_split(np.arange(len(ts)), 17):
-        out, state = RECORD.apply_array(ts[chunk], scores[chunk] >= 1.0, state, scores[chunk])
-        parts.append(out)
-    np.testing.assert_array_equal(np.concatenate(parts), batch)
+    live, state = apply_in_chunks(RECORD, ts, scores, history, 17)
+    np.testing.assert_array_equal(live, batch)
     assert state.score_max == end_state.score_max == pytest.approx(0.9)
     assert np.flatnonzero(batch).tolist() == [3 * 288 + 100]
     # From a history whose highest score was 0.7, 0.9 is no record.
@@ -269,10 +274,7 @@ def test_records_wait_until_the_history_spans_record_history() -> None:
     alarms, _ = patient.apply_array(ts, scores >= 1.0, earlier, scores)
     assert np.flatnonzero(alarms).tolist() == [1 * 288 + 100, 3 * 288 + 100]
     # Live, row by row, the same.
-    state, live = AlarmState(score_max=0.5), []
-    for i in range(len(ts)):
-        out, state = patient.apply_array(ts[i : i + 1], scores[i : i + 1] >= 1.0, state, scores[i : i + 1])
-        live.append(bool(out[0]))
+    live, _ = apply_in_chunks(patient, ts, scores, AlarmState(score_max=0.5), len(ts))
     assert np.flatnonzero(live).tolist() == [3 * 288 + 100]
     with pytest.raises(InputError, match="score record history"):
         vague = AlarmPolicy(record_ratio=1.5, record_history="soon")
