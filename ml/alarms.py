@@ -109,6 +109,12 @@ def _duration(value: str, what: str) -> pd.Timedelta:
     return duration
 
 
+def _without_known(scores: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
+    """Scores as references for later rows: known incidents (``exclude``) count as 0, so they
+    are never taken as routine (the routine bar) nor as the highest normal score (the record)."""
+    return scores if exclude is None else np.where(np.asarray(exclude, dtype=bool), 0.0, scores)
+
+
 @dataclass(frozen=True)
 class AlarmState:
     """What live scoring must remember between calls for one host."""
@@ -237,8 +243,7 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         """
         state = state or AlarmState()
         values = np.nan_to_num(np.asarray(scores, dtype=float), nan=0.0)
-        reference = values if exclude is None else np.where(np.asarray(exclude, dtype=bool), 0.0, values)
-        highest = np.maximum.accumulate(np.concatenate([[state.score_max], reference]))
+        highest = np.maximum.accumulate(np.concatenate([[state.score_max], _without_known(values, exclude)]))
         before = highest[:-1]
         ratio = float(self.record_ratio) if self.record_ratio is not None else np.inf
         flags = (before > 0.0) & (values >= ratio * before) & (values >= float(self.record_floor))
@@ -246,7 +251,7 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         start = state.history_start_ns
         if start is None and len(ts):
             start = int(ts[0])
-        if start is not None:
+        if start is not None and flags.any():  # parsed only when some row is a candidate
             flags &= ts >= start + int(_duration(self.record_history, "score record history").value)
         return flags, float(highest[-1]), start
 
@@ -330,8 +335,7 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
                 raise InputError("the score record needs the calibrated scores")
             record, score_max, history_start = self.record_flags(ts, scores, state, exclude)
         if self.recent_days is not None and scores is not None:
-            values = np.asarray(scores, dtype=float)
-            reference = values if exclude is None else np.where(np.asarray(exclude, dtype=bool), 0.0, values)
+            reference = _without_known(np.asarray(scores, dtype=float), exclude)
             bar, hour_max = self.routine_bar(ts, reference, state)
             raw = raw & (np.asarray(scores, dtype=float) >= self.recent_margin * bar)
         if lik_flags is not None:
