@@ -11,11 +11,13 @@ Per-row flags come in as "calibrated score at the alarm line". Then:
    *episode* of the previous ``recent_days``. An episode is a run of UTC clock hours whose
    maximum score reached the alarm line, closer than three hours to each other (an
    incident's onset and its recovery are one episode); the current hour is not part of its
-   own reference. What went over the line in several separate episodes of the last days is
-   routine for this series — a nightly batch job, a cache refill — however far it sits from
-   the training data; an incident is what goes beyond it. One or two past incidents (fewer
-   than ``recent_rank`` episodes) do not raise the bar. Label-free, causal, and adaptive to
-   a series whose normal behaviour drifts after training.
+   own reference. What went over the line in ``recent_rank`` separate episodes of the last
+   days is routine for this series — a nightly batch job, a cache refill — however far it
+   sits from the training data; an incident is what goes beyond it. Fewer episodes than
+   ``recent_rank`` do not raise the bar. With ``keys`` the bar is kept per key, like the
+   cooldown (6): a CPU episode says nothing about what is routine for memory. Known
+   incidents (``exclude``, e.g. operator labels) never count as episodes. Label-free,
+   causal, and adaptive to a series whose normal behaviour drifts after training.
 3. **Score likelihood** (optional, ``likelihood_z``): a row is also flagged when the mean
    of ``u = log(1 + score)`` over the last ``likelihood_rows`` rows sits more than
    ``likelihood_z`` standard deviations above the mean of every ``u`` this host has produced
@@ -123,9 +125,9 @@ class AlarmState:
     last_alarm_ns: int | None = None  # the latest alarm, whatever its key
     #: (key, time of its latest alarm) for the cooldown kept per key
     last_by_key: tuple[tuple[int, int], ...] = ()
-    #: (UTC hour index, max calibrated score in it) for the hours the routine bar looks at,
-    #: the newest (possibly still running) hour last.
-    hour_max: tuple[tuple[int, float], ...] = ()
+    #: (key, UTC hour index, max calibrated score in it) for the hours the routine bar looks
+    #: at, per key (see ``keys``), each key's newest (possibly still running) hour last.
+    hour_max: tuple[tuple[int, int, float], ...] = ()
     #: the score likelihood's history: (count, sum, sum of squares) of log(1 + score) ...
     score_moments: tuple[float, float, float] = (0.0, 0.0, 0.0)
     #: ... and the last likelihood_rows - 1 values of log(1 + score), oldest first
@@ -260,14 +262,38 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         return round(float(self.recent_days or 0) * 24)
 
     def routine_bar(
-        self, timestamps_ns: np.ndarray, scores: np.ndarray, state: AlarmState | None = None
-    ) -> tuple[np.ndarray, tuple[tuple[int, float], ...]]:
-        """Per row, the routine bar (0 where there is no history), and the new hour maxima."""
+        self,
+        timestamps_ns: np.ndarray,
+        scores: np.ndarray,
+        state: AlarmState | None = None,
+        keys: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, tuple[tuple[int, int, float], ...]]:
+        """Per row, the routine bar (0 where there is no history), and the new hour maxima.
+
+        With ``keys`` (int per row, as for the cooldown) the bar is kept per key: each row is
+        compared with the episodes of its own key only; None is one key for all rows.
+        """
         ts = np.asarray(timestamps_ns, dtype=np.int64)
         values = np.nan_to_num(np.asarray(scores, dtype=float), nan=0.0)
-        carried = dict(state.hour_max) if state is not None else {}
         if self.recent_days is None:
             return np.zeros(len(ts)), ()
+        row_keys = np.zeros(len(ts), dtype=np.int64) if keys is None else np.asarray(keys, dtype=np.int64)
+        carried: dict[int, dict[int, float]] = {}
+        for key, hour, peak in state.hour_max if state is not None else ():
+            carried.setdefault(int(key), {})[int(hour)] = float(peak)
+        bar = np.zeros(len(ts))
+        kept: list[tuple[int, int, float]] = []
+        for key in sorted(set(carried) | set(np.unique(row_keys).tolist())):
+            rows = np.flatnonzero(row_keys == key)
+            key_bar, maxima = self._key_bar(ts[rows], values[rows], carried.get(key, {}))
+            bar[rows] = key_bar
+            kept.extend((key, hour, peak) for hour, peak in maxima)
+        return bar, tuple(kept)
+
+    def _key_bar(
+        self, ts: np.ndarray, values: np.ndarray, carried: dict[int, float]
+    ) -> tuple[np.ndarray, list[tuple[int, float]]]:
+        """The routine bar of one key's rows, and that key's hour maxima to carry on."""
         hours = ts // _HOUR_NS
         # Hour maxima: carried ones (the last may still be running) plus these rows.
         maxima = dict(carried)
@@ -281,21 +307,17 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         known = np.array(sorted(maxima), dtype=np.int64)
         known_max = np.array([maxima[h] for h in known.tolist()], dtype=float)
         bar = np.zeros(len(ts))
-        if len(ts):
-            for h in np.unique(hours).tolist():
-                # The reference is the hour maxima of the previous `span` hours, built from
-                # carried state and these rows alike, so batch and live agree.
-                ref = (known >= h - span) & (known < h) & (known_max >= _EPISODE_LEVEL)
-                peaks = _episode_peaks(known[ref], known_max[ref])
-                if peaks.size >= self.recent_rank:
-                    bar[hours == h] = np.sort(peaks)[peaks.size - self.recent_rank]
-        newest = int(known[-1]) if known.size else None
-        kept = (
-            tuple((int(h), float(v)) for h, v in zip(known, known_max, strict=True) if h >= newest - span)
-            if newest is not None
-            else ()
-        )
-        return bar, kept
+        for h in np.unique(hours).tolist():
+            # The reference is the hour maxima of the previous `span` hours, built from
+            # carried state and these rows alike, so batch and live agree.
+            ref = (known >= h - span) & (known < h) & (known_max >= _EPISODE_LEVEL)
+            peaks = _episode_peaks(known[ref], known_max[ref])
+            if peaks.size >= self.recent_rank:
+                bar[hours == h] = np.sort(peaks)[peaks.size - self.recent_rank]
+        if not known.size:
+            return bar, []
+        newest = int(known[-1])
+        return bar, [(int(h), float(v)) for h, v in zip(known, known_max, strict=True) if h >= newest - span]
 
     def apply_array(
         self,
@@ -336,7 +358,7 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
             record, score_max, history_start = self.record_flags(ts, scores, state, exclude)
         if self.recent_days is not None and scores is not None:
             reference = _without_known(np.asarray(scores, dtype=float), exclude)
-            bar, hour_max = self.routine_bar(ts, reference, state)
+            bar, hour_max = self.routine_bar(ts, reference, state, keys)
             raw = raw & (np.asarray(scores, dtype=float) >= self.recent_margin * bar)
         if lik_flags is not None:
             raw = raw | lik_flags

@@ -418,7 +418,8 @@ class _AlarmRowPlan:
         if self.routine:
             # The routine bar is the policy's own code (its rules evolve in ml); only the
             # cheap M-of-N and cooldown steps are done here on Python numbers.
-            bar, hour_max = self.policy.routine_bar(np.array([t], dtype=np.int64), np.array([score]), state)
+            when, keys = np.array([t], dtype=np.int64), None if key is None else np.array([key])
+            bar, hour_max = self.policy.routine_bar(when, np.array([score]), state, keys)
             raw = raw and score >= self.margin * float(bar[0])
         if self.likelihood:
             # The policy's own code, like the routine bar: a few array operations on one row.

@@ -85,6 +85,39 @@ def test_cooldown_is_kept_per_key() -> None:
     assert np.flatnonzero(single).tolist() == [1]
 
 
+EACH_EPISODE = AlarmPolicy(m=1, n=1, cooldown="1h", recent_days=3.0, recent_rank=1, recent_margin=1.5)
+
+
+def test_routine_bar_is_kept_per_key() -> None:
+    # Key 0 (say cpu) goes over the line at 02:00 and 20:00; key 1 (memory) once, at 10:00.
+    ts, scores = day_of_scores(1, ((2, 3.0), (10, 3.0), (20, 3.0)))
+    keys = np.zeros(len(ts), dtype=np.int64)
+    keys[10 * 60 : 10 * 60 + 10] = 1
+    alarms, state = EACH_EPISODE.apply_array(ts, scores >= 1.0, None, scores, keys)
+    # 10:00 pages: cpu's 02:00 episode is no reference for memory; 20:00 repeats cpu's 02:00.
+    assert sorted({int(t // HOUR) for t in ts[alarms]}) == [2, 10]
+    assert {key for key, _, _ in state.hour_max} == {0, 1}
+    one_key, _ = EACH_EPISODE.apply_array(ts, scores >= 1.0, None, scores)
+    assert sorted({int(t // HOUR) for t in ts[one_key]}) == [2]  # without keys, one host-wide bar
+
+
+def test_routine_bar_per_key_is_the_same_live_and_in_batch() -> None:
+    bursts = ((2, 3.0), (10, 3.0), (20, 3.0), (26, 5.0), (30, 2.0), (50, 3.5), (60, 6.0))
+    ts, scores = day_of_scores(3, bursts)
+    keys = (ts // (7 * HOUR)) % 2  # the leading metric changes every seven hours
+    flags = scores >= 1.0
+    batch, end_state = EACH_EPISODE.apply_array(ts, flags, None, scores, keys)
+    state, parts = AlarmState(), []
+    for chunk in np.array_split(np.arange(len(ts)), 29):
+        out, state = EACH_EPISODE.apply_array(ts[chunk], flags[chunk], state, scores[chunk], keys[chunk])
+        parts.append(out)
+    np.testing.assert_array_equal(np.concatenate(parts), batch)
+    assert state == end_state
+    # Each key's bar is its own highest episode of the last three days: 20:00 and 30:00 repeat
+    # key 0's 02:00, 50:00 is under 1.5x key 1's 26:00; 26:00 and 60:00 go beyond theirs.
+    assert sorted({int(t // HOUR) for t in ts[batch]}) == [2, 10, 26, 60]
+
+
 def test_unflagged_rows_never_alarm_through_m_of_n() -> None:
     ts = np.arange(0, 5 * MIN, MIN, dtype=np.int64)
     flags = np.array([1, 1, 0, 0, 0], dtype=bool)
