@@ -35,15 +35,19 @@ def default_alarm_policy(routine: bool = True, likelihood: bool = False) -> Alar
     - plain (``routine=False``, the isolation forest): 2 flagged rows of the last 3, or one
       row at calibrated score ≥ 2;
     - ``routine``: a row must also reach 1.5× the peak of the third-largest over-the-line
-      episode of the last 3 days (:mod:`ml.alarms`): what recurs is routine, however
-      unusual it looked at training. It needs a score scale where "1.5× further from
-      typical" means something (z-like scores); isolation-forest scores saturate below 1,
-      so that family goes without it;
-    - ``likelihood`` (with the routine bar): one row alarms on its own at 3× the line; runs
-      of moderately unusual rows alarm through the score likelihood (the mean of the last
-      10 rows' log(1 + score) more than 4.5 standard deviations above the host's history);
-      and, once the host has three days of history, a row 1.5× higher than any score it has
-      produced (and at least half the line) alarms as a score record.
+      episode of its leading metric in the last 3 days (:mod:`ml.alarms`): what recurs is
+      routine, however unusual it looked at training. It needs a score scale where "1.5×
+      further from typical" means something (z-like scores); isolation-forest scores
+      saturate below 1, so that family goes without it;
+    - ``likelihood`` (with the routine bar): one row alarms on its own at 3× the line, and
+      only at 1.5× the highest unlabelled episode of its leading metric in the last 3 days
+      (rank 1: with the two rules below, a repeat of last night's episode still pages when
+      it is a run of unusual rows or a record; without them, as for Prophet, the bar is the
+      only way in, so it waits for three episodes); runs of moderately unusual rows alarm
+      through the score likelihood (the mean of the last 10 rows' log(1 + score) more than
+      4.5 standard deviations above the host's history); and, once the host has three days
+      of history, a row 1.5× higher than any score it has produced (and at least half the
+      line) alarms as a score record.
 
     Chosen on the synthetic development corpus (:mod:`ml.injection`) and the simulator; the
     likelihood and the record also on NAB, which NOTES.md allows as development data
@@ -53,7 +57,7 @@ def default_alarm_policy(routine: bool = True, likelihood: bool = False) -> Alar
         return AlarmPolicy(m=2, n=3, cooldown="6h", bypass=2.0)
     if likelihood:
         return AlarmPolicy(
-            m=1, n=1, cooldown="6h", recent_days=3.0, recent_rank=3, recent_margin=1.5,
+            m=1, n=1, cooldown="6h", recent_days=3.0, recent_rank=1, recent_margin=1.5,
             likelihood_z=4.5, likelihood_rows=10, spike_level=3.0,
             record_ratio=1.5, record_floor=0.5, record_history="3D",
         )  # fmt: skip
