@@ -283,7 +283,11 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
             carried.setdefault(int(key), {})[int(hour)] = float(peak)
         bar = np.zeros(len(ts))
         kept: list[tuple[int, int, float]] = []
-        for key in sorted(set(carried) | set(np.unique(row_keys).tolist())):
+        present = set(np.unique(row_keys).tolist())
+        for key in sorted(set(carried) | present):
+            if key not in present:  # no new rows: its hours carry on as they are
+                kept.extend((key, hour, peak) for hour, peak in sorted(carried[key].items()))
+                continue
             rows = np.flatnonzero(row_keys == key)
             key_bar, maxima = self._key_bar(ts[rows], values[rows], carried.get(key, {}))
             bar[rows] = key_bar
