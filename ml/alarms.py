@@ -278,20 +278,22 @@ class AlarmPolicy(BaseEstimator):  # type: ignore[misc]
         if self.recent_days is None:
             return np.zeros(len(ts)), ()
         row_keys = np.zeros(len(ts), dtype=np.int64) if keys is None else np.asarray(keys, dtype=np.int64)
-        carried: dict[int, dict[int, float]] = {}
-        for key, hour, peak in state.hour_max if state is not None else ():
-            carried.setdefault(int(key), {})[int(hour)] = float(peak)
-        bar = np.zeros(len(ts))
-        kept: list[tuple[int, int, float]] = []
         present = set(np.unique(row_keys).tolist())
-        for key in sorted(set(carried) | present):
-            if key not in present:  # no new rows: its hours carry on as they are
-                kept.extend((key, hour, peak) for hour, peak in sorted(carried[key].items()))
-                continue
+        carried: dict[int, dict[int, float]] = {key: {} for key in present}
+        # Keys with no new rows carry on as they are (the state is kept sorted by key, hour).
+        kept: list[tuple[int, int, float]] = []
+        for item in state.hour_max if state is not None else ():
+            if item[0] in present:
+                carried[item[0]][item[1]] = item[2]
+            else:
+                kept.append(item)
+        bar = np.zeros(len(ts))
+        for key in sorted(present):
             rows = np.flatnonzero(row_keys == key)
-            key_bar, maxima = self._key_bar(ts[rows], values[rows], carried.get(key, {}))
+            key_bar, maxima = self._key_bar(ts[rows], values[rows], carried[key])
             bar[rows] = key_bar
             kept.extend((key, hour, peak) for hour, peak in maxima)
+        kept.sort(key=lambda item: (item[0], item[1]))
         return bar, tuple(kept)
 
     def _key_bar(
